@@ -1,0 +1,1 @@
+"""fewshot-prep core: config, manifests, images, registries and the `prep` CLI."""

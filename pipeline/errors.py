@@ -1,0 +1,9 @@
+"""Errors a user can fix: the CLI prints them as one clear message, without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or parameters: the message says what was wrong and what to do."""
+
+
+class StageError(UserError):
+    """A stage cannot run on this data with these params (e.g. a class too small to split)."""

@@ -1,0 +1,83 @@
+"""Atomic writes and content hashes: an interrupted run never leaves half a file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+_CHUNK = 1 << 20
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete temp files an interrupted run left behind; returns how many."""
+    removed = 0
+    if folder.is_dir():
+        for tmp in folder.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def prepare_output_dir(out: Path, marker: str = "manifest.csv") -> None:
+    """Create ``out``, refusing a non-empty folder that a stage did not write.
+
+    A folder holding ``marker`` (the stage's manifest) is ours to overwrite; any
+    other non-empty folder might be the user's data, so we stop instead.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise UserError(
+            f"output folder {out} is not empty and was not written by prep (no {marker}); "
+            "choose an empty or new folder with --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out)
+
+
+def remove_unlisted_files(out: Path, keep: set[Path], suffixes: set[str]) -> int:
+    """Delete files with ``suffixes`` under ``out`` that the new manifest does not list.
+
+    Keeps a re-run into the same folder from leaving outputs of the old run behind.
+    """
+    keep_resolved = {path.resolve() for path in keep}
+    removed = 0
+    for file in out.rglob("*"):
+        stale = file.suffix.lower() in suffixes and file.resolve() not in keep_resolved
+        if stale and file.is_file():
+            file.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,60 @@
+"""An ordered, chunked process-pool map with a progress bar.
+
+Workers are long-lived for the whole map (heavy imports such as torch, pulled
+in by albumentations, are paid once per worker, not per item) and results come
+back in input order, so outputs never depend on scheduling.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means one per usable CPU core."""
+    if workers > 0:
+        return workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int = 0,
+    desc: str = "",
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+    chunksize: int | None = None,
+    progress: bool = True,
+) -> Iterator[R]:
+    """Yield ``fn(item)`` for each item, in order; in-process when one worker suffices."""
+    workers = min(resolve_workers(workers), max(1, len(items)))
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False)
+    try:
+        if workers == 1:
+            if initializer is not None:
+                initializer(*initargs)
+            for item in items:
+                yield fn(item)
+                bar.update()
+            return
+        chunksize = chunksize or max(1, min(32, len(items) // (workers * 8)))
+        context = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        with ProcessPoolExecutor(workers, context, initializer, initargs) as pool:
+            for result in pool.map(fn, items, chunksize=chunksize):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
