@@ -62,6 +62,14 @@ def read_manifest(path: Path) -> list[Row]:
         return list(csv.DictReader(handle))
 
 
+def by_label(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by class, classes in sorted order, rows in input order."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row["label"], []).append(row)
+    return dict(sorted(groups.items()))
+
+
 def reject(row: Row, stage: str, reason: str, detail: str) -> Row:
     """A rejects-manifest row: the input row plus why it stops here."""
     return {**row, "stage": stage, "reason": reason, "detail": detail}

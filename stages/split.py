@@ -1,0 +1,83 @@
+"""split: train / val / test per class, stratified, seeded and stable.
+
+Within a class, groups (rows that must stay together, e.g. near duplicates) are
+ordered by a hash of (seed, label, group id) rather than shuffled by a random
+generator. Adding or removing an image therefore moves at most that image's
+group; every other class, and most of the same class, keep their assignment.
+Train is filled first, then val; everything else is test.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.config import SplitParams
+from pipeline.errors import StageError
+from pipeline.files import prepare_output_dir
+from pipeline.manifest import Row, by_label, read_manifest, reject, write_manifest
+from pipeline.report import StageReport
+from pipeline.seeds import derive_seed
+
+STAGE = "split"
+SPLITS = ("train", "val", "test")
+
+
+def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> StageReport:
+    """Read clean's manifest, write ``out_dir/manifest.csv`` (with ``split``) and rejects."""
+    rows = read_manifest(clean_manifest)
+    prepare_output_dir(out_dir)
+    kept: list[Row] = []
+    rejects: list[Row] = []
+    for label, members in by_label(rows).items():
+        n_train, n_val = plan_sizes(params, len(members))
+        if n_train + n_val >= len(members):
+            detail = _short_detail(params, label, len(members), n_train, n_val)
+            if params.on_short_class == "error":
+                raise StageError(detail + "; or set split.on_short_class: skip")
+            rejects += [reject(row, STAGE, "class_too_small", detail) for row in members]
+            continue
+        kept += assign(members, n_train, n_val, seed)
+    write_manifest(out_dir / "manifest.csv", kept)
+    write_manifest(out_dir / "rejects.csv", rejects)
+    return StageReport.from_rows(STAGE, len(rows), kept, rejects, **_counts(kept))
+
+
+def plan_sizes(params: SplitParams, n: int) -> tuple[int, int]:
+    """(train, val) image counts for a class of ``n`` images."""
+    if params.train_per_class is not None:
+        return params.train_per_class, params.val_per_class
+    assert params.train_fraction is not None  # the config model guarantees one of the two
+    return max(1, round(params.train_fraction * n)), params.val_per_class
+
+
+def assign(rows: list[Row], n_train: int, n_val: int, seed: int) -> list[Row]:
+    """Rows of one class with ``split`` set; groups are never divided."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[row.get("group") or row["sha256"]].append(row)
+    label = rows[0]["label"]
+    order = sorted(groups, key=lambda g: (derive_seed(seed, f"{label}/{g}"), g))
+    remaining = {"train": n_train, "val": n_val}
+    out: list[Row] = []
+    for name in order:
+        members = groups[name]
+        split = next((s for s in ("train", "val") if len(members) <= remaining[s]), "test")
+        if split != "test":
+            remaining[split] -= len(members)
+        out += [{**row, "split": split} for row in members]
+    return out
+
+
+def _short_detail(params: SplitParams, label: str, n: int, n_train: int, n_val: int) -> str:
+    return (
+        f"class {label!r} has {n} image(s); train {n_train} + val {n_val} leaves no test "
+        f"image. Lower split.train_per_class/val_per_class, add images, or raise "
+        f"clean.min_per_class to drop such classes earlier"
+    )
+
+
+def _counts(rows: list[Row]) -> dict[str, object]:
+    per_split = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
+    classes = sorted({r["label"] for r in rows})
+    return {**per_split, "classes": len(classes)}

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_params
+from pipeline.errors import StageError
+from pipeline.manifest import Row, read_manifest, write_manifest
+from stages import split
+
+
+def _rows(counts: dict[str, int], groups: dict[str, str] | None = None) -> list[Row]:
+    rows = []
+    for label, n in counts.items():
+        for i in range(n):
+            sha = f"{label}{i:04d}".encode().hex().ljust(64, "0")
+            row = {"path": f"data/faces/{label}/{i}.jpg", "label": label, "sha256": sha}
+            row["group"] = (groups or {}).get(row["path"], sha[:12])
+            rows.append(row)
+    return rows
+
+
+def _run(tmp_path: Path, rows: list[Row], seed: int = 0, **overrides) -> list[Row]:
+    src = tmp_path / "clean.csv"
+    write_manifest(src, rows)
+    params = load_params(overrides={f"split.{k}": v for k, v in overrides.items()})
+    split.run(params.split, seed, src, tmp_path / "split")
+    return read_manifest(tmp_path / "split" / "manifest.csv")
+
+
+def _assignment(rows: list[Row]) -> dict[str, str]:
+    return {row["path"]: row["split"] for row in rows}
+
+
+def test_fixed_counts_per_class(tmp_path: Path) -> None:
+    out = _run(tmp_path, _rows({"a": 10, "b": 7}), train_per_class=3, val_per_class=1)
+    for label, n in (("a", 10), ("b", 7)):
+        splits = [r["split"] for r in out if r["label"] == label]
+        assert splits.count("train") == 3
+        assert splits.count("val") == 1
+        assert splits.count("test") == n - 4
+
+
+def test_fraction(tmp_path: Path) -> None:
+    out = _run(
+        tmp_path, _rows({"a": 10}), train_per_class=None, train_fraction=0.5, val_per_class=0
+    )
+    assert [r["split"] for r in out].count("train") == 5
+
+
+def test_seeded_and_deterministic(tmp_path: Path) -> None:
+    rows = _rows({"a": 20})
+    first = _assignment(_run(tmp_path, rows, seed=1))
+    assert _assignment(_run(tmp_path, rows, seed=1)) == first
+    assert _assignment(_run(tmp_path, rows, seed=2)) != first
+
+
+def test_adding_an_image_does_not_reshuffle_other_classes(tmp_path: Path) -> None:
+    before = _assignment(_run(tmp_path, _rows({"a": 8, "b": 8})))
+    after = _assignment(_run(tmp_path, _rows({"a": 9, "b": 8})))
+    assert {p: s for p, s in after.items() if "/b/" in p} == {
+        p: s for p, s in before.items() if "/b/" in p
+    }
+    moved = [p for p in before if before[p] != after[p]]
+    assert len(moved) <= 1  # at most the image the new one displaced
+
+
+def test_groups_never_straddle_splits(tmp_path: Path) -> None:
+    groups = {f"data/faces/a/{i}.jpg": f"g{i // 2}" for i in range(12)}  # pairs
+    out = _run(tmp_path, _rows({"a": 12}, groups), train_per_class=2, val_per_class=2)
+    by_group: dict[str, set[str]] = {}
+    for row in out:
+        by_group.setdefault(row["group"], set()).add(row["split"])
+    assert all(len(splits) == 1 for splits in by_group.values())
+    assert [r["split"] for r in out].count("train") == 2
+
+
+def test_short_class_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="'small'"):
+        _run(tmp_path, _rows({"big": 10, "small": 4}), train_per_class=3, val_per_class=1)
+
+
+def test_short_class_skip_rejects_it_with_a_reason(tmp_path: Path) -> None:
+    out = _run(tmp_path, _rows({"big": 10, "small": 4}), on_short_class="skip")
+    assert {r["label"] for r in out} == {"big"}
+    rejects = read_manifest(tmp_path / "split" / "rejects.csv")
+    assert len(rejects) == 4
+    assert {r["reason"] for r in rejects} == {"class_too_small"}
