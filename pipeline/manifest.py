@@ -76,12 +76,15 @@ def reject(row: Row, stage: str, reason: str, detail: str) -> Row:
 
 
 def to_posix(path: Path) -> str:
-    """Relative to the working directory when inside it, absolute otherwise."""
-    resolved = path.resolve()
+    """Relative to the working directory when inside it, absolute otherwise.
+
+    Symlinks are not followed: a row names the file the user put there.
+    """
+    absolute = Path(os.path.abspath(path))  # noqa: PTH100 - resolve() would follow links
     try:
-        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+        return absolute.relative_to(Path.cwd()).as_posix()
     except ValueError:
-        return resolved.as_posix()
+        return absolute.as_posix()
 
 
 def dumps(value: Any) -> str:
