@@ -51,21 +51,31 @@ def remove_stale_temp_files(folder: Path) -> int:
     return removed
 
 
-def prepare_output_dir(out: Path, marker: str = "manifest.csv") -> None:
-    """Create ``out``, refusing a non-empty folder that a stage did not write.
+OWNER_MARKER = ".fewshot-prep"
 
-    A folder holding ``marker`` (the stage's manifest) is ours to overwrite; any
-    other non-empty folder might be the user's data, so we stop instead.
+
+def prepare_output_dir(out: Path, marker: str = "manifest.csv") -> bool:
+    """Claim ``out`` for a stage run; True when it holds outputs of an earlier run.
+
+    A non-empty folder is ours only if it has the owner marker or the stage's
+    ``marker`` file; any other might be the user's data, so we stop instead. The
+    ``marker`` (the manifest, written last) is removed here, so its presence always
+    means a complete run: an interrupted run leaves a claimed folder without it,
+    which the next run finishes.
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+    earlier = out.is_dir() and any(out.iterdir())
+    if earlier and not ((out / marker).exists() or (out / OWNER_MARKER).exists()):
         raise UserError(
             f"output folder {out} is not empty and was not written by prep (no {marker}); "
             "choose an empty or new folder with --out"
         )
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out)
+    (out / marker).unlink(missing_ok=True)
+    atomic_write_text(out / OWNER_MARKER, "written by fewshot-prep; safe to delete\n")
+    return earlier
 
 
 def remove_unlisted_files(out: Path, keep: set[Path], suffixes: set[str]) -> int:
@@ -73,10 +83,10 @@ def remove_unlisted_files(out: Path, keep: set[Path], suffixes: set[str]) -> int
 
     Keeps a re-run into the same folder from leaving outputs of the old run behind.
     """
-    keep_resolved = {path.resolve() for path in keep}
+    keep_absolute = {os.path.abspath(path) for path in keep}  # noqa: PTH100 - cheap, no stat
     removed = 0
     for file in out.rglob("*"):
-        stale = file.suffix.lower() in suffixes and file.resolve() not in keep_resolved
+        stale = file.suffix.lower() in suffixes and os.path.abspath(file) not in keep_absolute  # noqa: PTH100
         if stale and file.is_file():
             file.unlink()
             removed += 1

@@ -58,8 +58,16 @@ def test_prepare_output_dir_refuses_a_foreign_folder(tmp_path: Path) -> None:
         prepare_output_dir(tmp_path)
     (tmp_path / "manifest.csv").write_text("path\n")
     (tmp_path / ".x.jpg.123.tmp").write_text("half")
-    prepare_output_dir(tmp_path)
+    assert prepare_output_dir(tmp_path) is True  # earlier outputs: the stage may sweep them
     assert not (tmp_path / ".x.jpg.123.tmp").exists()
+    assert not (tmp_path / "manifest.csv").exists()  # present again only once a run completes
+
+
+def test_an_interrupted_first_run_can_be_finished(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert prepare_output_dir(out) is False
+    (out / "half-done.jpg").write_bytes(b"x")  # interrupted before its manifest was written
+    assert prepare_output_dir(out) is True
 
 
 def test_remove_unlisted_files_keeps_listed_and_other_suffixes(tmp_path: Path) -> None:

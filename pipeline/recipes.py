@@ -1,0 +1,319 @@
+"""Augmentation recipes: named, listable, and auditable.
+
+Every recipe answers one call, ``apply(image, seed, variant) -> (image, applied_params)``:
+the same (image, seed, variant) always gives the same pixels, and the parameters
+that were actually applied come back as JSON-safe data for the manifest's
+``params`` column. As in albumentations' transform interface, parameters are
+sampled separately from applying them, so a run can be audited and replayed:
+
+- ``classic8`` is deterministic: ``get_params(variant)`` says which of its three
+  ops to use, ``replay(image, params)`` reproduces an output from the manifest.
+- albumentations recipes (``light`` / ``medium`` / ``heavy`` or a YAML / JSON file)
+  are replayed by calling ``apply`` with the manifest's ``seed`` and ``variant``.
+
+albumentations is imported only when such a recipe is built, and without torch
+(see ``import_albumentations``): ``classic8`` and ``prep list recipes`` stay fast.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.registry import Registry
+
+if TYPE_CHECKING:
+    import albumentations as alb
+
+RECIPE_FILE_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+# Arrays up to this size go into the manifest as lists (e.g. an affine matrix);
+# larger ones (a noise map) are summarised, or `params` would hold whole images.
+_MAX_ARRAY_CELLS = 64
+
+# Not parameters of the image transform (the input shape; what boxes and masks would
+# get): left out of the audit trail to keep the manifest readable.
+_DROPPED_KEYS = {"shape", "bbox_matrix", "fill_mask"}
+
+
+class Recipe(ABC):
+    """What the augment stage needs from a recipe, whatever builds it."""
+
+    name: str = ""
+    #: Distinct variants the recipe can make (None: unlimited, i.e. random).
+    max_variants: int | None = None
+    #: True when variant 0 is the identity, so 1.. are the real augmentations.
+    identity_at_zero: bool = False
+
+    @abstractmethod
+    def apply(self, image: np.ndarray, seed: int, variant: int) -> tuple[np.ndarray, Any]:
+        """Augment an HxWx3 uint8 RGB image; returns (image, JSON-safe applied params)."""
+
+    def replay(self, image: np.ndarray, params: Any) -> np.ndarray:
+        """Reproduce an output from its recorded params, where the recipe allows it."""
+        raise NotImplementedError(
+            f"recipe {self.name!r} replays from its seed: apply(image, seed, variant)"
+        )
+
+    def check_variants(self, variants: range) -> None:
+        """Refuse variant numbers the recipe cannot make distinct images for."""
+        if self.max_variants is not None and variants and variants[-1] >= self.max_variants:
+            raise UserError(self.too_many_variants(variants[-1]))
+
+    def too_many_variants(self, variant: int) -> str:
+        return (
+            f"recipe {self.name!r} makes at most {self.max_variants} distinct variants; "
+            f"variant {variant} was asked for"
+        )
+
+
+class Classic8(Recipe):
+    """The deterministic recipe of the original few-shot face experiments.
+
+    Variant k is bit pattern k over three on/off ops, so the 8 variants are all
+    combinations and variant 0 is the unchanged image. Ops apply in bit order.
+    """
+
+    name = "classic8"
+    max_variants = 8
+    identity_at_zero = True
+    OPS = ("hflip", "tozero", "blur")  # bit 0, 1, 2
+    TOZERO_THRESHOLD = 100
+    BLUR_KERNEL = (5, 5)
+
+    def get_params(self, variant: int) -> dict[str, bool]:
+        return {op: bool(variant >> bit & 1) for bit, op in enumerate(self.OPS)}
+
+    def apply(self, image: np.ndarray, seed: int, variant: int) -> tuple[np.ndarray, Any]:
+        # The seed is unused on purpose: classic8 must give the same images on any seed.
+        params = self.get_params(variant)
+        return self.replay(image, params), params
+
+    def replay(self, image: np.ndarray, params: Any) -> np.ndarray:
+        out = image
+        if params["hflip"]:
+            out = cv2.flip(out, 1)
+        if params["tozero"]:
+            out = cv2.threshold(out, self.TOZERO_THRESHOLD, 255, cv2.THRESH_TOZERO)[1]
+        if params["blur"]:
+            out = cv2.GaussianBlur(out, self.BLUR_KERNEL, 0)
+        return np.ascontiguousarray(out)
+
+    def too_many_variants(self, variant: int) -> str:
+        return (
+            "classic8 makes at most 8 images per source (the 2^3 on/off combinations of "
+            "flip, threshold-to-zero and blur; variant 0 is the original), but variant "
+            f"{variant} was asked for: use factor <= 8 with keep_original (<= 7 without), "
+            "or a random recipe such as medium"
+        )
+
+
+class AlbumentationsRecipe(Recipe):
+    """An albumentations Compose behind the Recipe interface."""
+
+    def __init__(self, name: str, compose: alb.BaseCompose) -> None:
+        self.name = name
+        self.compose = compose
+        # Only the top-level Compose collects params; a loaded file may hold anything.
+        compose.save_applied_params = True
+
+    def apply(self, image: np.ndarray, seed: int, variant: int) -> tuple[np.ndarray, Any]:
+        # Not Compose.set_random_seed: in albumentations 2.0.8 it gives every transform
+        # its own Random(seed), so all transforms draw the same first number and fire
+        # together (about a quarter of outputs got no transform at all). One shared
+        # stream per output keeps them independent and still deterministic.
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        result = self.compose(image=image)
+        applied = [[name, json_safe(p)] for name, p in result.get("applied_transforms", [])]
+        return np.ascontiguousarray(result["image"]), applied
+
+
+def json_safe(value: Any) -> Any:
+    """Applied albumentations params as plain JSON data (numpy scalars and arrays too)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items() if k not in _DROPPED_KEYS}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.size <= _MAX_ARRAY_CELLS:
+            return json_safe(value.tolist())
+        return {"array_shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+RECIPES: Registry[Callable[[], Recipe]] = Registry("recipe")
+
+
+@RECIPES.register("classic8", help="deterministic: all 8 combinations of flip, threshold, blur")
+def classic8() -> Recipe:
+    return Classic8()
+
+
+@RECIPES.register("light", help="flip, small shift/scale/rotate, mild colour")
+def light() -> Recipe:
+    alb = import_albumentations()
+
+    return AlbumentationsRecipe(
+        "light",
+        alb.Compose(
+            [
+                alb.HorizontalFlip(p=0.5),
+                _affine(rotate=5, scale=0.05, shift=0.03, p=0.5),
+                alb.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
+                alb.HueSaturationValue(
+                    hue_shift_limit=4, sat_shift_limit=10, val_shift_limit=5, p=0.3
+                ),
+                alb.RandomGamma(gamma_limit=(90, 110), p=0.2),
+            ],
+            p=1.0,
+        ),
+    )
+
+
+@RECIPES.register("medium", help="light + gamma, blur, noise, JPEG artefacts, CLAHE")
+def medium() -> Recipe:
+    alb = import_albumentations()
+
+    return AlbumentationsRecipe(
+        "medium",
+        alb.Compose(
+            [
+                alb.HorizontalFlip(p=0.5),
+                _affine(rotate=10, scale=0.1, shift=0.05, p=0.7),
+                alb.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6),
+                alb.HueSaturationValue(
+                    hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.4
+                ),
+                alb.RandomGamma(gamma_limit=(85, 115), p=0.3),
+                _blur(p=0.25),
+                # Luminance noise, as from a phone sensor: a third of the samples of
+                # per-channel noise, which costs more than the rest of the recipe at 512 px.
+                alb.GaussNoise(std_range=(0.02, 0.05), per_channel=False, p=0.2),
+                alb.ImageCompression(quality_range=(60, 95), p=0.3),
+                alb.CLAHE(clip_limit=(1.0, 2.0), tile_grid_size=(8, 8), p=0.1),
+            ],
+            p=1.0,
+        ),
+    )
+
+
+@RECIPES.register("heavy", help="medium, stronger, plus coarse dropout (occlusions)")
+def heavy() -> Recipe:
+    alb = import_albumentations()
+
+    return AlbumentationsRecipe(
+        "heavy",
+        alb.Compose(
+            [
+                alb.HorizontalFlip(p=0.5),
+                _affine(rotate=15, scale=0.15, shift=0.08, p=0.8),
+                alb.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.7),
+                alb.HueSaturationValue(
+                    hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=15, p=0.5
+                ),
+                alb.RandomGamma(gamma_limit=(75, 130), p=0.4),
+                _blur(p=0.35, max_kernel=7),
+                alb.GaussNoise(std_range=(0.03, 0.08), p=0.3),
+                alb.ImageCompression(quality_range=(40, 90), p=0.4),
+                alb.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=0.2),
+                alb.CoarseDropout(
+                    num_holes_range=(1, 3),
+                    hole_height_range=(0.1, 0.25),
+                    hole_width_range=(0.1, 0.25),
+                    fill=0,
+                    p=0.4,
+                ),
+            ],
+            p=1.0,
+        ),
+    )
+
+
+def _affine(rotate: float, scale: float, shift: float, p: float) -> Any:
+    """Small rigid moves only: faces stay upright, no shear, the size is kept.
+
+    Edges are reflected rather than filled black, which would teach the model
+    that black corners are part of a face.
+    """
+    alb = import_albumentations()
+
+    return alb.Affine(
+        rotate=(-rotate, rotate),
+        scale=(1 - scale, 1 + scale),
+        translate_percent=(-shift, shift),
+        border_mode=cv2.BORDER_REFLECT_101,
+        p=p,
+    )
+
+
+def _blur(p: float, max_kernel: int = 5) -> Any:
+    alb = import_albumentations()
+
+    return alb.OneOf(
+        [
+            alb.GaussianBlur(blur_limit=(3, max_kernel), p=1.0),
+            alb.MotionBlur(blur_limit=(3, max_kernel), p=1.0),
+        ],
+        p=p,
+    )
+
+
+def import_albumentations() -> ModuleType:
+    """albumentations, imported without torch unless torch is already loaded.
+
+    Its ``__init__`` imports ``albumentations.pytorch`` (ToTensorV2) inside
+    ``suppress(ImportError)``, which pulls in torch: ~4 s and ~600 MiB of RSS in every
+    process and pool worker, for tensors a stage that writes JPEGs never makes. A
+    ``None`` entry in ``sys.modules`` makes that import fail cleanly; it is removed
+    straight after, so code that imports torch later gets it as usual.
+    """
+    if "albumentations" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+        try:
+            import albumentations
+        finally:
+            del sys.modules["torch"]
+    import albumentations
+
+    return albumentations
+
+
+def load_recipe(spec: str) -> Recipe:
+    """A registered name (``prep list recipes``) or a path to an albumentations YAML/JSON."""
+    if spec in RECIPES:
+        return RECIPES.get(spec)()
+    path = Path(spec)
+    if path.suffix.lower() in RECIPE_FILE_SUFFIXES:
+        return _load_recipe_file(path)
+    known = ", ".join(RECIPES.names())
+    raise UserError(
+        f"unknown recipe {spec!r}; known: {known} (or a path to an albumentations .yaml/.json)"
+    )
+
+
+def _load_recipe_file(path: Path) -> Recipe:
+    alb = import_albumentations()
+
+    if not path.is_file():
+        raise UserError(f"recipe file {path} does not exist")
+    try:
+        loaded = alb.load(str(path), data_format=RECIPE_FILE_SUFFIXES[path.suffix.lower()])
+    except Exception as err:  # albumentations raises many types for a bad file
+        detail = f"recipe file {path} is not a valid albumentations pipeline: {err}"
+        raise UserError(detail) from err
+    if not isinstance(loaded, alb.Compose):
+        loaded = alb.Compose([loaded], p=1.0)
+    return AlbumentationsRecipe(path.as_posix(), loaded)

@@ -1,0 +1,274 @@
+"""The augment stage: counts, originals, determinism, rejects, selection, atomicity."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import AugmentParams
+from pipeline.errors import UserError
+from pipeline.files import sha256_bytes
+from pipeline.images import decode_rgb, encode_jpeg
+from pipeline.manifest import Row, read_manifest, write_manifest
+from pipeline.recipes import Classic8
+from stages import augment
+
+MakeFolder = Callable[..., Path]
+
+
+def params(**changes: object) -> AugmentParams:
+    base = {
+        "factor": 4,
+        "recipe": "classic8",
+        "keep_original": True,
+        "workers": 1,
+        "jpeg_quality": 95,
+        "include_generated": True,
+    }
+    return AugmentParams(**(base | changes))
+
+
+def by_parent(rows: list[Row]) -> dict[str, list[Row]]:
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row["parent"], []).append(row)
+    return groups
+
+
+def relative_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.jpg"))}
+
+
+def test_factor_outputs_per_source_with_original(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=2, per_class=3)
+    report = augment.run(params(factor=4, recipe="medium"), 0, raw, in_tmp / "out")
+    rows = read_manifest(in_tmp / "out" / "manifest.csv")
+    groups = by_parent(rows)
+    assert len(groups) == 6 and len(rows) == 24
+    assert list(groups) == sorted(groups)  # input order, whatever order the work ran in
+    for parent, group in groups.items():
+        assert [r["variant"] for r in group] == ["0", "1", "2", "3"]
+        assert [r["kind"] for r in group] == ["original"] + ["augmented"] * 3
+        original = Path(parent).read_bytes()
+        assert Path(group[0]["path"]).read_bytes() == original  # copied, not re-encoded
+        assert group[0]["sha256"] == sha256_bytes(original)
+        assert {r["split"] for r in group} == {"train"} and group[0]["source"] == parent
+        assert Path(group[1]["path"]).parent.name == group[1]["label"]
+    for row in rows:
+        assert sha256_bytes(Path(row["path"]).read_bytes()) == row["sha256"]
+    assert (report.n_in, report.n_kept, report.n_rejected) == (6, 6, 0)
+    assert report.extra["outputs"] == 24
+
+
+def test_without_original_every_output_is_augmented(in_tmp: Path, make_image_folder: MakeFolder):
+    """keep_original=false still gives `factor` outputs per source, none of them the source;
+    classic8, whose variant 0 is the identity, then uses variants 1..factor."""
+    raw = make_image_folder(classes=1, per_class=2)
+    for recipe, expected in (("light", ["0", "1", "2"]), ("classic8", ["1", "2", "3"])):
+        out = in_tmp / recipe
+        augment.run(params(factor=3, recipe=recipe, keep_original=False), 0, raw, out)
+        for parent, group in by_parent(read_manifest(out / "manifest.csv")).items():
+            assert [r["variant"] for r in group] == expected
+            assert {r["kind"] for r in group} == {"augmented"}
+            assert sha256_bytes(Path(parent).read_bytes()) not in {r["sha256"] for r in group}
+    with pytest.raises(UserError, match="at most 8"):
+        augment.run(params(factor=8, keep_original=False), 0, raw, in_tmp / "x", dry_run=True)
+
+
+def test_same_bytes_for_any_worker_count(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=2, per_class=4)
+    augment.run(params(factor=3, recipe="medium", workers=1), 7, raw, in_tmp / "w1")
+    augment.run(params(factor=3, recipe="medium", workers=2), 7, raw, in_tmp / "w2")
+    one = read_manifest(in_tmp / "w1" / "manifest.csv")
+    two = read_manifest(in_tmp / "w2" / "manifest.csv")
+    assert [r["sha256"] for r in one] == [r["sha256"] for r in two]
+    assert [r["params"] for r in one] == [r["params"] for r in two]
+    assert relative_files(in_tmp / "w1") == relative_files(in_tmp / "w2")
+
+
+def test_seed_decides_the_bytes(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=3)
+    hashes = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        augment.run(params(factor=3, recipe="light"), seed, raw, in_tmp / name)
+        rows = read_manifest(in_tmp / name / "manifest.csv")
+        hashes[name] = [r["sha256"] for r in rows if r["kind"] == "augmented"]
+    assert hashes["a"] == hashes["b"]
+    assert not set(hashes["a"]) & set(hashes["c"])
+
+
+def test_params_replay_classic8(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=2)
+    augment.run(params(factor=8, recipe="classic8"), 0, raw, in_tmp / "out")
+    rows = read_manifest(in_tmp / "out" / "manifest.csv")
+    for group in by_parent(rows).values():
+        assert len({r["sha256"] for r in group}) == 8
+    for row in rows:
+        applied = json.loads(row["params"])
+        if row["kind"] == "original":
+            assert applied == {} and row["recipe"] == ""
+            continue
+        assert row["recipe"] == "classic8" and set(applied) == {"hflip", "tozero", "blur"}
+        source = decode_rgb(Path(row["parent"]).read_bytes(), 10**7)
+        replayed = encode_jpeg(Classic8().replay(source, applied), 95)
+        assert sha256_bytes(replayed) == row["sha256"]
+
+
+def test_image_folder_with_a_corrupt_file(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=2, per_class=2)
+    (raw / "class1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (raw / "class0" / "empty.png").write_bytes(b"")
+    (raw / "loose.jpg").write_bytes((raw / "class0" / "img0.jpg").read_bytes())
+    report = augment.run(params(factor=2), 0, raw, in_tmp / "out")
+    rejects = read_manifest(in_tmp / "out" / "rejects.csv")
+    assert sorted((Path(r["path"]).name, r["reason"]) for r in rejects) == [
+        ("broken.jpg", "unreadable"),
+        ("empty.png", "unreadable"),
+        ("loose.jpg", "no_class"),
+    ]
+    assert all(r["detail"] for r in rejects)
+    assert len(read_manifest(in_tmp / "out" / "manifest.csv")) == 4 * 2
+    assert report.n_in == report.n_kept + report.n_rejected == 7
+
+
+def test_manifest_input_uses_train_rows_and_carries_columns(
+    in_tmp: Path, make_image_folder: MakeFolder
+):
+    raw = make_image_folder(classes=1, per_class=4)
+    files = sorted((raw / "class0").glob("*.jpg"))
+    rows = [
+        {
+            "path": f"raw/class0/{f.name}",
+            "label": "class0",
+            "source": f"photos/{f.name}",
+            "sha256": sha256_bytes(f.read_bytes()),
+            "group": f"g{i}",
+            "split": split,
+        }
+        for i, (f, split) in enumerate(zip(files, ["train", "val", "train", "test"], strict=True))
+    ]
+    write_manifest(in_tmp / "split.csv", rows)
+    report = augment.run(params(factor=2), 0, in_tmp / "split.csv", in_tmp / "out")
+    out = read_manifest(in_tmp / "out" / "manifest.csv")
+    assert sorted(by_parent(out)) == ["raw/class0/img0.jpg", "raw/class0/img2.jpg"]
+    assert {r["source"] for r in out} == {"photos/img0.jpg", "photos/img2.jpg"}
+    assert {r["group"] for r in out} == {"g0", "g2"} and {r["split"] for r in out} == {"train"}
+    assert (report.n_in, report.n_kept) == (2, 2)
+
+
+def test_generated_rows_keep_their_kind(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=2)
+    real, fake = sorted((raw / "class0").glob("*.jpg"))
+    row = {"label": "class0", "split": "train"}
+    write_manifest(in_tmp / "split.csv", [{**row, "path": f"raw/class0/{real.name}"}])
+    made = {"kind": "generated", "params": '{"expression":"smile"}', "seed": "42"}
+    write_manifest(in_tmp / "gen.csv", [{**row, **made, "path": f"raw/class0/{fake.name}"}])
+    run = augment.run
+    run(params(factor=2), 0, in_tmp / "split.csv", in_tmp / "a", generated=in_tmp / "gen.csv")
+    out = read_manifest(in_tmp / "a" / "manifest.csv")
+    assert Counter(r["kind"] for r in out) == {"original": 1, "generated": 1, "augmented": 2}
+    copy = next(r for r in out if r["kind"] == "generated")
+    assert (copy["variant"], copy["params"], copy["seed"]) == ("0", made["params"], "42")
+    no_gen = params(factor=2, include_generated=False)
+    run(no_gen, 0, in_tmp / "split.csv", in_tmp / "b", generated=in_tmp / "gen.csv")
+    assert len(read_manifest(in_tmp / "b" / "manifest.csv")) == 2
+
+
+def test_dry_run_writes_nothing(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=2, per_class=2)
+    report = augment.run(params(factor=5), 0, raw, in_tmp / "out", dry_run=True)
+    assert not (in_tmp / "out").exists()
+    assert report.extra["outputs"] == 20 and report.n_kept == 4
+
+
+def test_classic8_factor_nine_is_an_error(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=1)
+    with pytest.raises(UserError, match=r"at most 8 images per source \(the 2\^3"):
+        augment.run(params(factor=9), 0, raw, in_tmp / "out")
+    assert not (in_tmp / "out").exists()
+
+
+def test_interrupted_run_leaves_no_partial_files(
+    in_tmp: Path, make_image_folder: MakeFolder, monkeypatch: pytest.MonkeyPatch
+):
+    raw = make_image_folder(classes=2, per_class=3)
+    real_write = augment.atomic_write_bytes
+    calls = {"n": 0}
+
+    def write_then_die(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 10:
+            real_write(path, data[: len(data) // 2])  # what a killed writer could leave
+            raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(augment, "atomic_write_bytes", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        augment.run(params(factor=4), 0, raw, in_tmp / "out")
+    assert not list((in_tmp / "out").rglob("*.tmp"))
+    assert not (in_tmp / "out" / "manifest.csv").exists()  # incomplete, and says so
+    (in_tmp / "out" / "class0" / ".stale.jpg.abc.tmp").write_bytes(b"half")  # a killed process
+
+    monkeypatch.setattr(augment, "atomic_write_bytes", real_write)
+    augment.run(params(factor=4), 0, raw, in_tmp / "out")
+    augment.run(params(factor=4), 0, raw, in_tmp / "fresh")
+    assert not list((in_tmp / "out").rglob("*.tmp"))
+    assert relative_files(in_tmp / "out") == relative_files(in_tmp / "fresh")
+
+
+def test_rerun_removes_stale_outputs(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=2)
+    augment.run(params(factor=6), 0, raw, in_tmp / "out")
+    (in_tmp / "out" / "sheet.png").write_bytes(b"a contact sheet")
+    augment.run(params(factor=2), 0, raw, in_tmp / "out")
+    assert (in_tmp / "out" / "sheet.png").exists()
+    listed = {r["path"] for r in read_manifest(in_tmp / "out" / "manifest.csv")}
+    on_disk = {p.relative_to(in_tmp).as_posix() for p in (in_tmp / "out").rglob("*.jpg")}
+    assert on_disk == listed and len(listed) == 4
+
+
+def test_same_name_and_content_twice_is_one_source(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=1)
+    for sub in ("a", "b"):
+        (raw / "class0" / sub).mkdir()
+        (raw / "class0" / sub / "img0.jpg").write_bytes((raw / "class0" / "img0.jpg").read_bytes())
+    report = augment.run(params(factor=2), 0, raw, in_tmp / "out")
+    rejects = read_manifest(in_tmp / "out" / "rejects.csv")
+    assert [(r["path"], r["reason"]) for r in rejects] == [
+        ("raw/class0/a/img0.jpg", "exact_duplicate"),
+        ("raw/class0/b/img0.jpg", "exact_duplicate"),
+    ]
+    assert "raw/class0/img0.jpg" in rejects[0]["detail"]
+    assert report.n_kept == 1 and len(read_manifest(in_tmp / "out" / "manifest.csv")) == 2
+
+
+def test_decode_fast_path_only_for_plain_jpegs(tmp_path: Path):
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    plain = encode_jpeg(pixels, 90)
+    image, copyable = augment.decode(plain, "plain.jpg")
+    assert copyable and np.array_equal(image, decode_rgb(plain, 10**6))
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    image, copyable = augment.decode(buffer.getvalue(), "rotated.jpg")
+    assert not copyable and image.shape == (40, 24, 3)  # upright, so re-encoded
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0]).save(buffer, "JPEG")
+    image, copyable = augment.decode(buffer.getvalue(), "gray.jpg")
+    assert not copyable and image.shape == (24, 40, 3)
+
+
+def test_refuses_to_write_into_its_source(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=1)
+    with pytest.raises(UserError, match="must not contain each other"):
+        augment.run(params(), 0, raw, raw / "augmented")
