@@ -12,6 +12,16 @@ from pipeline.errors import UserError
 _CHUNK = 1 << 20
 
 
+def _default_file_mode() -> int:
+    """0o666 minus the umask: what open() would give, unlike mkstemp's private 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +29,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, _FILE_MODE)  # noqa: PTH101 - tmp is a str from mkstemp
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

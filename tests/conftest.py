@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,3 +49,76 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+# ---------------------------------------------------------------- sample data and detect
+# Session-scoped: generated once (a few seconds) and shared by every test file.
+# Treat the folders as read-only; copy what you need to change. Paths in the
+# manifests are absolute, since the folders live outside the working directory.
+
+
+@dataclass(frozen=True)
+class SampleRaw:
+    """``prep sample-data`` output: 3 classes x 4 clean photos + 15 faults, seed 0."""
+
+    root: Path  # the raw ImageFolder: root/<class>/<files>
+    truth_path: Path  # ground-truth JSON (see stages/sample_data.py)
+    truth: dict[str, Any]  # the parsed JSON: {"seed", "classes", "files": [...]}
+
+    def entries(self, **match: Any) -> list[dict[str, Any]]:
+        """Truth entries whose fields equal ``match``, e.g. ``entries(expect_stage="clean")``."""
+        return [e for e in self.truth["files"] if all(e[k] == v for k, v in match.items())]
+
+    def path(self, entry: dict[str, Any]) -> Path:
+        return self.root / entry["file"]
+
+
+@dataclass(frozen=True)
+class SampleFaces:
+    """``prep detect`` (params.yaml defaults, CPU) run on ``sample_raw``."""
+
+    raw: SampleRaw
+    out: Path  # crops: out/<class>/<stem>-<sha8>.jpg
+    manifest: Path  # out/manifest.csv: the input of clean
+    rejects: Path  # out/rejects.csv
+    report: dict[str, Any]  # StageReport.to_dict()
+    raw_tree_before: dict[str, str]  # relative path -> sha256 of raw, taken before detect ran
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative POSIX path -> sha256 of every file under ``root`` (to prove it is untouched)."""
+    from pipeline.files import sha256_file
+
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def sample_raw(tmp_path_factory: pytest.TempPathFactory) -> SampleRaw:
+    """A small generated dataset with ground truth (3 classes x 4 per class, seed 0)."""
+    import json
+
+    from pipeline.config import load_params
+    from stages import sample_data
+
+    params = load_params().sample_data.model_copy(update={"classes": 3, "per_class": 4})
+    base = tmp_path_factory.mktemp("sample")
+    root, truth_path = base / "raw", base / "raw_truth.json"
+    sample_data.run(params, 0, root, truth_path)
+    return SampleRaw(root, truth_path, json.loads(truth_path.read_text(encoding="utf-8")))
+
+
+@pytest.fixture(scope="session")
+def sample_faces(sample_raw: SampleRaw, tmp_path_factory: pytest.TempPathFactory) -> SampleFaces:
+    """The detect stage run once on ``sample_raw`` with the default params, on CPU."""
+    from pipeline.config import load_params
+    from pipeline.detectors import torch_threads
+    from stages import detect
+
+    params = load_params().detect.model_copy(update={"device": "cpu"})
+    out = tmp_path_factory.mktemp("faces")
+    before = tree_digest(sample_raw.root)
+    with torch_threads(1):  # the test machine is shared; see pipeline.detectors.torch_threads
+        report = detect.run(params, sample_raw.root, out)
+    return SampleFaces(
+        sample_raw, out, out / "manifest.csv", out / "rejects.csv", report.to_dict(), before
+    )

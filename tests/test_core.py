@@ -52,6 +52,11 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    atomic_write_bytes(tmp_path / "f.bin", b"x")
+    assert (tmp_path / "f.bin").stat().st_mode & 0o044 == 0o044  # group/others may read
+
+
 def test_prepare_output_dir_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("user data")
     with pytest.raises(UserError, match="not written by prep"):
