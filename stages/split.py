@@ -2,8 +2,8 @@
 
 Within a class, groups (rows that must stay together, e.g. near duplicates) are
 ordered by a hash of (seed, label, group id) rather than shuffled by a random
-generator. Adding or removing an image therefore moves at most that image's
-group; every other class, and most of the same class, keep their assignment.
+generator. Adding an image therefore shifts at most one image across each split
+boundary of its own class, and no image of any other class.
 Train is filled first, then val; everything else is test.
 """
 
@@ -37,7 +37,15 @@ def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> 
                 raise StageError(detail + "; or set split.on_short_class: skip")
             rejects += [reject(row, STAGE, "class_too_small", detail) for row in members]
             continue
-        kept += assign(members, n_train, n_val, seed)
+        assigned = assign(members, n_train, n_val, seed)
+        underfilled = _underfilled(assigned, n_train, n_val)
+        if underfilled:
+            detail = f"class {label!r}: {underfilled}"
+            if params.on_short_class == "error":
+                raise StageError(detail + "; or set split.on_short_class: skip")
+            rejects += [reject(row, STAGE, "class_too_small", detail) for row in members]
+            continue
+        kept += assigned
     write_manifest(out_dir / "manifest.csv", kept)
     write_manifest(out_dir / "rejects.csv", rejects)
     return StageReport.from_rows(STAGE, len(rows), kept, rejects, **_counts(kept))
@@ -67,6 +75,22 @@ def assign(rows: list[Row], n_train: int, n_val: int, seed: int) -> list[Row]:
             remaining[split] -= len(members)
         out += [{**row, "split": split} for row in members]
     return out
+
+
+def _underfilled(rows: list[Row], n_train: int, n_val: int) -> str:
+    """Why groups of look-alikes left train or val short of the requested count, if so.
+
+    Few-shot results are reported per image count, so a class silently trained on
+    fewer images than asked would corrupt the comparison.
+    """
+    for split, wanted in (("train", n_train), ("val", n_val)):
+        got = sum(row["split"] == split for row in rows)
+        if got < wanted:
+            return (
+                f"only {got} of {wanted} {split} images could be assigned without dividing "
+                "a group of look-alike images (see the group column of the clean manifest)"
+            )
+    return ""
 
 
 def _short_detail(params: SplitParams, label: str, n: int, n_train: int, n_val: int) -> str:
