@@ -30,7 +30,16 @@ demo: install
 	@echo
 	@$(BIN)/dvc metrics show
 
-test: install
+# Real photos for the identity tests (Obama x3, Biden; MIT licence): the test images inside
+# the face_recognition 1.3.0 sdist on PyPI, fetched once with pip; tests read the tarball.
+TEST_PHOTOS := .cache/test-photos/face_recognition-1.3.0.tar.gz
+
+$(TEST_PHOTOS):
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
+		face_recognition==1.3.0 -d $(dir $@) \
+		|| echo "warning: could not fetch $(notdir $@); the real-photo identity tests will skip"
+
+test: install $(TEST_PHOTOS)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: install
@@ -42,6 +51,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/augment.py
 	$(BIN)/python benchmarks/detect.py
+	$(BIN)/python benchmarks/embed.py
 
 clean-data:
-	rm -rf data/faces data/clean data/split data/augmented reports/*.json reports/*.png
+	rm -rf data/faces data/embeddings.npz data/embed_cache.npz data/clean data/split data/augmented reports/*.json reports/*.png

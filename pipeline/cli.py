@@ -105,7 +105,12 @@ def sample_data(
 
     p = stage_params("sample_data", params, set_, classes=classes, per_class=per_class, seed=seed)
     truth = truth or out.parent / f"{out.name}_truth.json"
-    finish(stage.run(p.sample_data, p.seed, out, truth), None)
+    report = stage.run(p.sample_data, p.seed, out, truth)
+    faults = ", ".join(f"{kind} {n}" for kind, n in sorted(report.extra["faults"].items()))
+    typer.echo(
+        f"wrote {report.extra['files']} files to {out}: {report.extra['clean_photos']} clean "
+        f"photos and injected faults ({faults}); ground truth in {truth}"
+    )
 
 
 @app.command()
@@ -141,6 +146,37 @@ def detect(
 
 @app.command()
 @user_errors
+def embed(
+    faces: Annotated[Path, typer.Argument(help="Manifest from detect")] = Path(
+        "data/faces/manifest.csv"
+    ),
+    out: Annotated[Path, typer.Option(help="Embeddings of these crops (.npz)")] = Path(
+        "data/embeddings.npz"
+    ),
+    cache: Annotated[
+        Path, typer.Option(help="Vectors by crop sha256, kept across runs (.npz)")
+    ] = Path("data/embed_cache.npz"),
+    embedder: Annotated[str | None, typer.Option(help="`prep list embedders`")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (dlib); 0 = one per core")] = None,
+    report: ReportOpt = Path("reports/embed.json"),
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Embed every face crop (dlib ResNet by default), reusing cached vectors by content hash.
+
+    clean uses the vectors to find the wrong person in a class and the same face under
+    two names; baseline classifies with them.
+    """
+    from stages import embed as stage
+
+    p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
+    result = stage.run(p.embed, faces, out, cache)
+    finish(result, report)
+    typer.echo(f"{result.extra['computed']} computed, {result.extra['cached']} from the cache")
+
+
+@app.command()
+@user_errors
 def clean(
     faces: Annotated[Path, typer.Argument(help="Manifest from detect")] = Path(
         "data/faces/manifest.csv"
@@ -148,15 +184,23 @@ def clean(
     out: Annotated[Path, typer.Option(help="manifest.csv + rejects.csv (no image copies)")] = Path(
         "data/clean"
     ),
+    embeddings: Annotated[
+        Path, typer.Option(help="Vectors from `prep embed` for the identity checks")
+    ] = Path("data/embeddings.npz"),
+    identity: Annotated[
+        bool,
+        typer.Option(help="Identity checks and embedding groups (--no-identity: pixels only)"),
+    ] = True,
     report: ReportOpt = Path("reports/clean.json"),
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Drop exact and near duplicates, blurry and too-small faces, and too-small classes."""
+    """Drop duplicates, blurry and too-small faces, the wrong person, the same face under
+    two names, and too-small classes; group look-alikes so split keeps them together."""
     from stages import clean as stage
 
     p = stage_params("clean", params, set_)
-    finish(stage.run(p.clean, faces, out), report)
+    finish(stage.run(p.clean, faces, out, embeddings if identity else None), report)
 
 
 @app.command()
@@ -186,6 +230,96 @@ def split(
         flags |= {"train_fraction": train_fraction, "train_per_class": None}
     p = stage_params("split", params, set_, **flags)
     finish(stage.run(p.split, p.seed, clean_manifest, out), report)
+
+
+@app.command()
+@user_errors
+def baseline(
+    split_manifest: Annotated[Path, typer.Argument(help="Manifest from split")] = Path(
+        "data/split/manifest.csv"
+    ),
+    embeddings: Annotated[Path, typer.Option(help="Vectors from `prep embed`")] = Path(
+        "data/embeddings.npz"
+    ),
+    report: ReportOpt = Path("reports/baseline.json"),
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Embedding baselines: nearest class centre (weight imprinting) and logistic regression.
+
+    Fitted on the train rows' embeddings, scored on the test rows: the bar a fine-tuned
+    model must clear.
+    """
+    from stages import baseline as stage
+
+    p = stage_params("baseline", params, set_)
+    result = stage.run(p.baseline, split_manifest, embeddings)
+    finish(result, report)
+    for method in stage.METHODS:
+        m = result.extra[method]
+        typer.echo(f"{method:<20} accuracy {m['accuracy']:.1%}  macro-F1 {m['macro_f1']:.3f}")
+
+
+@app.command()
+@user_errors
+def generate(
+    split_manifest: Annotated[
+        Path, typer.Argument(help="Manifest whose train rows get variants")
+    ] = Path("data/split/manifest.csv"),
+    out: Annotated[Path, typer.Option(help="Variants + manifest.csv + rejects.csv")] = Path(
+        "data/generated"
+    ),
+    enabled: Annotated[
+        bool | None, typer.Option("--enable/--disable", help="Run (default: generate.enabled)")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="warp | stargan | instruct-pix2pix | img2img")
+    ] = None,
+    expressions: Annotated[
+        str | None, typer.Option(help="Comma-separated, e.g. smile,frown,surprise")
+    ] = None,
+    variants: Annotated[int | None, typer.Option(help="Variants per training image")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Identity distance limit")] = None,
+    model: Annotated[str | None, typer.Option(help="Diffusion: hub id or local folder")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="StarGAN generator checkpoint")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    report: ReportOpt = Path("reports/generate.json"),
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Make expression variants of each training image; keep the same person.
+
+    Backends (`prep list generators`; params: `generate` in params.yaml):
+
+      warp              dlib's 68 landmarks moved, thin-plate-spline warp;
+                        CPU, no model (warp_strength, warp_jitter, workers)
+      stargan           StarGAN generator from a checkpoint file, e.g. RaFD
+                        (checkpoint, stargan_domains, stargan_size)
+      instruct-pix2pix  diffusers InstructPix2Pix, an instruction per
+                        expression (model, instructions, steps,
+                        guidance_scale, image_guidance_scale)
+      img2img           diffusers image-to-image (SDEdit), a prompt per
+                        expression (model, prompt, phrases, strength,
+                        steps, guidance_scale)
+
+    Diffusion: dtype, batch_size, diffusion_size, attention_slicing,
+    vae_tiling, cpu_offload. Several GPUs: `accelerate launch --multi_gpu
+    --num_processes N -m pipeline.cli generate ...` (or torchrun).
+
+    Each variant is embedded and kept only below identity_threshold; the
+    others go to rejects.csv as identity_lost, with the distance.
+    Disabled (the default), it writes an empty manifest.
+    """
+    from stages import generate as stage
+
+    listed = [e.strip() for e in expressions.split(",") if e.strip()] if expressions else None
+    p = stage_params(
+        "generate", params, set_, enabled=enabled, backend=backend, expressions=listed,
+        variants_per_image=variants, identity_threshold=threshold, model=model,
+        checkpoint=checkpoint, device=device, seed=seed,
+    )  # fmt: skip
+    finish(stage.run(p.generate, p.seed, split_manifest, out), report)
 
 
 @app.command()
@@ -234,24 +368,49 @@ def augment(
 @app.command()
 @user_errors
 def show(
-    manifest: Annotated[Path, typer.Argument(help="An augment manifest")] = Path(
-        "data/augmented/manifest.csv"
-    ),
-    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("reports/augment_sheet.png"),
+    manifest: Annotated[
+        Path | None,
+        typer.Argument(
+            help="An augment manifest (default data/augmented/manifest.csv), or with "
+            "--rejects a rejects.csv (default data/clean/rejects.csv)"
+        ),
+    ] = None,
+    rejects: Annotated[
+        bool, typer.Option("--rejects", help="Audit sheet of rejected images, by reason")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="PNG to write (default reports/augment_sheet.png or rejects_sheet.png)"),
+    ] = None,
     sources: Annotated[int, typer.Option(help="How many source images (rows)")] = 8,
+    per_reason: Annotated[int, typer.Option(help="--rejects: at most this many per reason")] = 24,
     thumb: Annotated[int, typer.Option(help="Thumbnail size in pixels")] = 96,
 ) -> None:
-    """Write a contact sheet: one row per source image, its variants beside it."""
-    from pipeline.contact_sheet import augment_sheet
+    """Write a contact sheet: one row per source image, its variants beside it.
 
-    augment_sheet(manifest, out, n_sources=sources, thumb=thumb)
+    With --rejects: every rejected image grouped by reason, with its class and the
+    image it conflicts with (kept duplicate, same face in another class, look-alike).
+    """
+    from pipeline.contact_sheet import augment_sheet, rejects_sheet
+
+    if rejects:
+        out = out or Path("reports/rejects_sheet.png")
+        source = manifest or Path("data/clean/rejects.csv")
+        counts = rejects_sheet(source, out, thumb=thumb, per_reason=per_reason)
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+        typer.echo(f"wrote {out} (rejects: {shown})")
+        return
+    out = out or Path("reports/augment_sheet.png")
+    augment_sheet(manifest or Path("data/augmented/manifest.csv"), out, sources, thumb)
     typer.echo(f"wrote {out}")
 
 
 @app.command("list")
 @user_errors
 def list_components(
-    kind: Annotated[str, typer.Argument(help="recipes | detectors")] = "recipes",
+    kind: Annotated[
+        str, typer.Argument(help="recipes | detectors | backbones | generators | embedders")
+    ] = "recipes",
 ) -> None:
     """List registered components by name, with one line of help each."""
     registries = _registries()
@@ -272,7 +431,28 @@ def _registries() -> dict[str, Callable[[], Any]]:
 
         return DETECTORS
 
-    return {"recipes": recipes, "detectors": detectors}
+    def backbones() -> Any:
+        from pipeline.backbones import BACKBONES
+
+        return BACKBONES
+
+    def generators() -> Any:
+        from pipeline.generators import GENERATORS
+
+        return GENERATORS
+
+    def embedders() -> Any:
+        from pipeline.embedders import EMBEDDERS
+
+        return EMBEDDERS
+
+    return {
+        "recipes": recipes,
+        "detectors": detectors,
+        "backbones": backbones,
+        "generators": generators,
+        "embedders": embedders,
+    }
 
 
 @app.command("params")
@@ -306,6 +486,155 @@ def summary(
 def _stage_order(path: Path) -> tuple[int, str]:
     order = ["detect", "embed", "clean", "split", "generate", "augment", "train", "evaluate"]
     return (order.index(path.stem) if path.stem in order else len(order), path.stem)
+
+
+@app.command()
+@user_errors
+def train(
+    train_manifest: Annotated[
+        Path, typer.Argument(help="Training manifest: augment's (all rows) or the split's")
+    ] = Path("data/augmented/manifest.csv"),
+    split_manifest: Annotated[
+        Path, typer.Option("--split", help="Split manifest: val rows; train rows if --source split")
+    ] = Path("data/split/manifest.csv"),
+    out: Annotated[Path, typer.Option(help="Folder for model.pt + model.json")] = Path("models"),
+    live: Annotated[Path, typer.Option(help="DVCLive folder: curves + summary")] = Path("dvclive"),
+    backbone: Annotated[str | None, typer.Option(help="`prep backbones` lists them")] = None,
+    freeze: Annotated[
+        str | None, typer.Option(help="all | 0 | N leading layers | a fraction in (0, 1]")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="augmented | split (train on the split's train rows)")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    report: ReportOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fine-tune a backbone with a new head; keep the best validation epoch.
+
+    With freeze all (the default) the backbone's features are computed once per image and
+    only the head trains: seconds on a CPU. Curves and summary metrics go to DVCLive.
+    """
+    from stages import train as stage
+
+    typed_freeze = parse_overrides([f"freeze={freeze}"])["freeze"] if freeze else None
+    p = stage_params(
+        "train", params, set_, backbone=backbone, freeze=typed_freeze, source=source,
+        epochs=epochs, lr=lr, device=device, seed=seed,
+    )  # fmt: skip
+    result = stage.run(p.train, p.seed, train_manifest, split_manifest, out, live)
+    finish(result, report)
+    m = result.extra
+    typer.echo(
+        f"best val acc {m.get('best_val_acc', float('nan')):.3f} at epoch {m['best_epoch']} "
+        f"(rise epoch {m.get('rise_epoch', '-')}), {m['images_per_s']} images/s; model in {out}/"
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="Folder written by `prep train`")] = Path(
+        "models"
+    ),
+    split_manifest: Annotated[
+        Path, typer.Option("--split", help="Split manifest: its test rows are scored")
+    ] = Path("data/split/manifest.csv"),
+    out: Annotated[Path, typer.Option(help="test.json, predictions.csv, mistakes.png")] = Path(
+        "metrics"
+    ),
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    report: ReportOpt = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score the model on the test rows: accuracy, macro-F1, top-k, per class, worst mistakes."""
+    from stages import evaluate as stage
+
+    p = stage_params("evaluate", params, set_, device=device)
+    result = stage.run(p.evaluate, model_dir, split_manifest, out)
+    finish(result, report)
+    m = result.extra
+    topk = next((f"{k} {v:.1%}" for k, v in m.items() if k.startswith("top")), "")
+    typer.echo(
+        f"test accuracy {m['accuracy']:.1%} on {m['n_test']} images "
+        f"(macro-F1 {m['macro_f1']:.3f}, {topk.replace('_', ' ')}); details in {out}/"
+    )
+
+
+@app.command("report")
+@user_errors
+def efficiency_report(
+    exp_json: Annotated[
+        Path | None,
+        typer.Option(help="Saved `dvc exp show --json` output (default: run it here)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Writes OUT.md, OUT.csv, OUT.png")] = Path(
+        "reports/efficiency"
+    ),
+    metric: Annotated[str, typer.Option(help="file:key of the metric")] = (
+        "metrics/test.json:accuracy"
+    ),
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(help="Param defining a setting (repeatable; default: factor, recipe, source)"),
+    ] = None,
+    include_commits: Annotated[
+        bool, typer.Option(help="Count commits as runs too, not only experiments")
+    ] = False,
+) -> None:
+    """Data-efficiency table and plot from DVC experiments: accuracy vs images per class.
+
+    One line per augmentation setting; repeats (e.g. seeds) give mean ± std; each line is
+    fitted with acc = a * ln(x) + b and its R^2.
+    """
+    from pipeline import efficiency
+
+    data = json.loads(exp_json.read_text()) if exp_json else efficiency.dvc_exp_show()
+    runs = efficiency.runs_from_exp_show(data, include_commits)
+    if not runs:
+        raise UserError(
+            "no experiments with metrics: run a sweep first, e.g. `dvc exp run --queue "
+            "-S 'split.train_per_class=range(1,6)'` then `dvc queue start`"
+        )
+    groups = tuple(group_by) if group_by else efficiency.DEFAULT_GROUP_BY
+    typer.echo(efficiency.write_report(runs, out, metric, groups))
+    typer.echo(f"{len(runs)} experiment(s); wrote {out}.md, {out}.csv, {out}.png")
+
+
+@app.command("backbones")
+@user_errors
+def list_backbones(
+    layers: Annotated[
+        str | None, typer.Option(help="Print this backbone's numbered layers (what freeze counts)")
+    ] = None,
+) -> None:
+    """List backbones: whether their weights are available here, input size, layer count."""
+    from pipeline.backbones import BACKBONES, get_backbone, layer_names, weights_status
+
+    if layers:
+        for index, (name, kind) in enumerate(layer_names(get_backbone(layers))):
+            typer.echo(f"{index:>4}  {kind:<24} {name}")
+        return
+    meaning = {
+        "bundled": "yes (in a package)",
+        "cached": "yes (cached)",
+        "none": "n/a (scratch)",
+        "download": "no: downloads online, or set train.weights",
+        "missing": "no",
+    }
+    typer.echo(f"{'name':<20} {'size':>4} {'layers':>6}  {'weights here':<42} about")
+    for entry in BACKBONES.entries():
+        backbone = get_backbone(entry.name)
+        status = meaning[weights_status(backbone)]
+        n_layers = len(layer_names(backbone))
+        typer.echo(
+            f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} {entry.help}"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m pipeline.cli`

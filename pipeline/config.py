@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import UserError
 
@@ -55,12 +62,32 @@ class DetectParams(Section):
     jpeg_quality: int = Field(ge=50, le=100)
 
 
+class EmbedParams(Section):
+    embedder: str = Field(description="`prep list embedders`")
+    batch_size: int = Field(ge=1, le=1024)
+    workers: int = Field(ge=0, description="0 = one per CPU core (dlib); facenet uses one")
+    num_jitters: int = Field(ge=0, le=100, description="dlib: average over N jittered copies")
+    face_fraction: float = Field(gt=0.2, le=1.0, description="dlib: share of the crop the face is")
+    weights: str | None = Field(default=..., description="facenet: state_dict file; null = cache")
+    device: str
+
+
 class CleanParams(Section):
     near_duplicate_hamming: int = Field(ge=0, le=64)
     blur_relative: float = Field(ge=0.0, le=1.0)
     min_face_px: int = Field(ge=1)
     min_per_class: int = Field(ge=1)
     max_per_class: int | None = Field(default=..., ge=1)
+    label_conflict_distance: float = Field(ge=0.0, description="same face in 2 classes below this")
+    label_conflict_policy: Literal["reject_both", "keep_majority"]
+    wrong_identity: Literal["off", "absolute", "relative"]
+    wrong_identity_distance: float = Field(gt=0.0, description="absolute limit / relative floor")
+    wrong_identity_relative: float = Field(gt=0.0, description="limit = this x the class spread")
+    wrong_identity_nearer_ratio: float | None = Field(
+        default=..., gt=0.0, description="reject when own-centre distance > this x another's"
+    )
+    duplicate_distance: float = Field(ge=0.0, description="embeddings closer: the same photo")
+    group_hamming: int = Field(ge=0, le=64, description="kept look-alikes: one group, one split")
 
 
 class SplitParams(Section):
@@ -85,13 +112,125 @@ class AugmentParams(Section):
     include_generated: bool
 
 
+class GenerateParams(Section):
+    enabled: bool
+    backend: str = Field(description="`prep list generators`")
+    expressions: list[str] = Field(min_length=1)
+    variants_per_image: int = Field(ge=1, le=64, description="cycling through `expressions`")
+    identity_threshold: float = Field(gt=0.0, description="max embedding distance to the source")
+    embedder: str = Field(description="identity embedder for the gate (`prep list embedders`)")
+    device: str
+    dtype: Literal["auto", "float32", "float16", "bfloat16"]
+    batch_size: int = Field(ge=1, le=256)
+    workers: int = Field(ge=0, description="CPU backends (warp): processes; 0 = one per core")
+    jpeg_quality: int = Field(ge=50, le=100)
+    warp_strength: float = Field(gt=0.0, le=3.0, description="1 = the default displacement")
+    warp_jitter: float = Field(ge=0.0, lt=1.0, description="strength varies by +- this share")
+    checkpoint: str | None = Field(default=..., description="StarGAN generator state dict")
+    stargan_domains: list[str] = Field(min_length=2, description="checkpoint's domain order")
+    stargan_size: int = Field(ge=32, le=1024, multiple_of=4)
+    model: str | None = Field(default=..., description="hub id or local path; null = default")
+    steps: int = Field(ge=1, le=1000)
+    guidance_scale: float = Field(ge=0.0, le=50.0)
+    image_guidance_scale: float = Field(ge=0.0, le=50.0)
+    strength: float = Field(gt=0.0, le=1.0, description="img2img noise level; 0.3-0.6 typical")
+    prompt: str = Field(description="img2img template; {expression} = phrases[expression]")
+    negative_prompt: str
+    phrases: dict[str, str]
+    instructions: dict[str, str] = Field(description="instruct-pix2pix, one per expression")
+    diffusion_size: int = Field(ge=32, le=2048, multiple_of=8)
+    attention_slicing: bool
+    vae_tiling: bool
+    cpu_offload: bool
+
+    @field_validator("expressions")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("expressions must not repeat")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(expression="x")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"prompt may only use the {{expression}} field ({err})") from None
+        return value
+
+
+class TrainParams(Section):
+    backbone: str = Field(description="`prep backbones` lists them")
+    weights: str | None = Field(default=..., description="state_dict file; null = standard")
+    image_size: int | None = Field(default=..., ge=32, le=1024, description="null = native")
+    source: Literal["augmented", "split"]
+    freeze: Literal["all"] | Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] = (
+        Field(description="'all', a count of leading layers, or a fraction of them")
+    )
+    cache_features: bool
+    head_warmup_epochs: int = Field(ge=0)
+    optimizer: Literal["sgd", "adam", "rmsprop"]
+    lr: float = Field(gt=0.0, le=10.0)
+    momentum: float = Field(ge=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0)
+    schedule: Literal["constant", "cosine", "step"]
+    step_at: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        description="fractions of the epochs where `step` multiplies lr by step_gamma"
+    )
+    step_gamma: float = Field(gt=0.0, le=1.0)
+    epochs: int = Field(ge=1, le=10000)
+    batch_size: int = Field(ge=1, le=4096)
+    label_smoothing: float = Field(ge=0.0, lt=1.0)
+    early_stopping_patience: int = Field(ge=0, description="0 = off")
+    mixup: Literal["none", "label", "data"]
+    mixup_alpha: float = Field(gt=0.0, description="label mixup: lambda ~ Beta(a, a)")
+    data_mixup_beta: tuple[float, float] = Field(description="data mixup: lambda ~ Beta(a, b)")
+    device: str
+    amp: bool
+    max_memory_gb: float = Field(gt=0.0, description="decoded training images held in memory")
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML `yes` / `true` would otherwise become layer count 1
+            raise ValueError("freeze must be 'all', a layer count or a fraction, not a boolean")
+        return value
+
+    @field_validator("data_mixup_beta")
+    @classmethod
+    def _beta_positive(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if min(value) <= 0:
+            raise ValueError("both Beta parameters must be > 0")
+        return value
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1, le=4096)
+    device: str
+    top_k: int = Field(ge=1, description="also report top-k accuracy")
+    mistakes: int = Field(ge=0, description="worst mistakes on the contact sheet")
+    thumb: int = Field(ge=32, le=512, description="contact-sheet thumbnail size, pixels")
+
+
+class BaselineParams(Section):
+    normalize: bool
+    logreg_c: float = Field(gt=0.0, description="inverse L2 regularisation strength")
+    max_iter: int = Field(ge=10, le=100000)
+
+
 class Params(Section):
     seed: int = Field(ge=0)
     sample_data: SampleDataParams
     detect: DetectParams
+    embed: EmbedParams
     clean: CleanParams
     split: SplitParams
+    baseline: BaselineParams
+    generate: GenerateParams
     augment: AugmentParams
+    train: TrainParams
+    evaluate: EvaluateParams
 
 
 def default_params_file() -> Path:

@@ -2,9 +2,21 @@
 
 Checks run in this order, each on what the previous ones kept, so every row gets
 the most specific reason: unreadable crop -> too_small -> blurry (relative to
-its class) -> exact_duplicate -> near_duplicate -> over_class_limit ->
-class_too_small. Among duplicates the best copy survives: the largest face, then
-the sharpest, then the first path.
+its class) -> exact_duplicate -> near_duplicate -> label_conflict ->
+wrong_identity -> over_class_limit -> class_too_small. Among duplicates the best
+copy survives: the largest face, then the sharpest, then the first path.
+
+The identity checks (label_conflict, wrong_identity; see ``pipeline.identity``)
+need the embed stage's vectors; without ``embeddings`` they are skipped. Every
+reject that involves another image names it in ``conflict_with`` (the kept copy
+of a duplicate, the same face in another class, or for wrong_identity the image
+it resembles most in the nearer class, else its own class's most typical image),
+so ``prep show --rejects`` can put the two side by side.
+
+Finally the kept rows get a ``group``: look-alikes within a class (perceptual
+hash within ``group_hamming`` bits, or embeddings within ``duplicate_distance``)
+share one, and split keeps every group on one side, so no near-duplicate pair
+straddles train and test.
 """
 
 from __future__ import annotations
@@ -17,7 +29,16 @@ import cv2
 import numpy as np
 
 from pipeline.config import CleanParams
+from pipeline.embedders import Embeddings, load_embeddings
+from pipeline.errors import StageError
 from pipeline.files import prepare_output_dir
+from pipeline.identity import (
+    IdentityRule,
+    distances,
+    find_label_conflicts,
+    find_wrong_identity,
+    medoid_index,
+)
 from pipeline.images import ImageError, load_rgb
 from pipeline.manifest import Row, by_label, read_manifest, reject, write_manifest
 from pipeline.report import StageReport
@@ -26,35 +47,51 @@ STAGE = "clean"
 _CROP_MAX_PIXELS = 64_000_000  # crops are ours and small; this only guards a corrupt file
 
 
-def run(params: CleanParams, faces_manifest: Path, out_dir: Path) -> StageReport:
-    """Read detect's manifest, write ``out_dir/manifest.csv`` and ``rejects.csv``."""
+def run(
+    params: CleanParams, faces_manifest: Path, out_dir: Path, embeddings: Path | None = None
+) -> StageReport:
+    """Read detect's manifest (and embed's vectors), write ``manifest.csv`` and ``rejects.csv``."""
     rows = read_manifest(faces_manifest)
+    vectors = load_embeddings(embeddings) if embeddings is not None else None
     prepare_output_dir(out_dir)
     kept, rejects = measure(rows)
-    for check in _checks(params):
+    if vectors is not None:
+        require_embedded(kept, vectors, embeddings)
+    for check in _checks(params, vectors):
         kept, dropped = check(kept)
         rejects += dropped
-    assign_groups(kept)
+    assign_groups(kept, same_group(params, vectors))
     write_manifest(out_dir / "manifest.csv", kept)
     write_manifest(out_dir / "rejects.csv", rejects)
     classes = sorted({row["label"] for row in kept})
     return StageReport.from_rows(
-        STAGE, len(rows), kept, rejects, classes=len(classes), per_class=_per_class(kept)
-    )
+        STAGE, len(rows), kept, rejects, classes=len(classes), per_class=_per_class(kept),
+        identity_checked=vectors is not None, **_group_counts(kept),
+    )  # fmt: skip
 
 
 Check = Callable[[list[Row]], tuple[list[Row], list[Row]]]
 
 
-def _checks(params: CleanParams) -> list[Check]:
-    return [
+def _checks(params: CleanParams, vectors: Embeddings | None) -> list[Check]:
+    checks: list[Check] = [
         lambda rows: drop_too_small(rows, params.min_face_px),
         lambda rows: drop_blurry(rows, params.blur_relative),
         drop_exact_duplicates,
-        lambda rows: drop_near_duplicates(rows, params.near_duplicate_hamming),
+        lambda rows: drop_near_duplicates(
+            rows, params.near_duplicate_hamming, vectors, params.duplicate_distance
+        ),
+    ]
+    if vectors is not None:
+        checks += [
+            lambda rows: drop_label_conflicts(rows, vectors, params),
+            lambda rows: drop_wrong_identity(rows, vectors, params),
+        ]
+    checks += [
         lambda rows: drop_over_limit(rows, params.max_per_class),
         lambda rows: drop_small_classes(rows, params.min_per_class),
     ]
+    return checks
 
 
 def measure(rows: list[Row]) -> tuple[list[Row], list[Row]]:
@@ -129,11 +166,32 @@ def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     return _drop_grouped(rows, lambda a, b: a["sha256"] == b["sha256"], "exact_duplicate")
 
 
-def drop_near_duplicates(rows: list[Row], max_hamming: int) -> tuple[list[Row], list[Row]]:
-    """Re-encoded, resized or lightly edited copies within a class."""
-    return _drop_grouped(
-        rows, lambda a, b: hamming(a["phash"], b["phash"]) <= max_hamming, "near_duplicate"
-    )
+def drop_near_duplicates(
+    rows: list[Row],
+    max_hamming: int,
+    vectors: Embeddings | None = None,
+    max_distance: float = 0.0,
+) -> tuple[list[Row], list[Row]]:
+    """Re-encoded, resized or lightly edited copies within a class.
+
+    A perceptual hash alone also matches different photos that merely look alike
+    (the same person in the same pose and light); with embeddings, a pair must be
+    the same face too (within ``max_distance``) to count as one photo twice.
+    """
+
+    def same(a: Row, b: Row) -> bool:
+        if hamming(a["phash"], b["phash"]) > max_hamming:
+            return False
+        return vectors is None or _distance(vectors, a, b) <= max_distance
+
+    return _drop_grouped(rows, same, "near_duplicate")
+
+
+def _distance(vectors: Embeddings, a: Row, b: Row) -> float:
+    va, vb = vectors.get(a["sha256"]), vectors.get(b["sha256"])
+    if va is None or vb is None:
+        return float("inf")
+    return float(np.linalg.norm(va.astype(np.float64) - vb))
 
 
 def _drop_grouped(
@@ -148,7 +206,7 @@ def _drop_grouped(
                 detail = f"{reason.replace('_', ' ')} of {best['path']}"
                 if reason == "near_duplicate":
                     detail += f" (hash distance {hamming(row['phash'], best['phash'])})"
-                rejects.append(reject(row, STAGE, reason, detail))
+                rejects.append(_reject_with(row, reason, detail, best))
     return _in_input_order(rows, kept), rejects
 
 
@@ -179,15 +237,127 @@ def drop_small_classes(rows: list[Row], min_per_class: int) -> tuple[list[Row], 
     return _in_input_order(rows, kept), rejects
 
 
-def assign_groups(rows: list[Row]) -> None:
+# ---------------------------------------------------------------------------- identity
+
+
+def require_embedded(rows: list[Row], vectors: Embeddings, source: Path | None) -> None:
+    """Every readable crop must have a vector; a gap means the embeddings are stale."""
+    missing = [row["path"] for row in rows if vectors.get(row["sha256"]) is None]
+    if missing:
+        raise StageError(
+            f"{len(missing)} crop(s) have no embedding in {source} (e.g. {missing[0]}): "
+            "the embeddings are older than the manifest; run `prep embed` (or `dvc repro`) again"
+        )
+
+
+def _matrix(rows: list[Row], vectors: Embeddings) -> np.ndarray:
+    return np.asarray([vectors.vectors[row["sha256"]] for row in rows], dtype=np.float64)
+
+
+def drop_label_conflicts(
+    rows: list[Row], vectors: Embeddings, params: CleanParams
+) -> tuple[list[Row], list[Row]]:
+    """The same face in two classes (``label_conflict_policy`` decides which copies go)."""
+    if not rows:
+        return rows, []
+    labels = [row["label"] for row in rows]
+    conflicts = find_label_conflicts(
+        labels, _matrix(rows, vectors), params.label_conflict_distance,
+        params.label_conflict_policy,
+    )  # fmt: skip
+    rejects = []
+    for conflict in conflicts:
+        partner = rows[conflict.partner]
+        detail = (
+            f"the same face as {partner['path']} in class {partner['label']!r} "
+            f"(embedding distance {conflict.distance:.3f} < {params.label_conflict_distance})"
+        )
+        if conflict.kept_label is not None:
+            detail += f"; kept the copy in class {conflict.kept_label!r}, which it resembles"
+        rejects.append(_reject_with(rows[conflict.index], "label_conflict", detail, partner))
+    gone = {id(rows[c.index]) for c in conflicts}
+    return [row for row in rows if id(row) not in gone], rejects
+
+
+def drop_wrong_identity(
+    rows: list[Row], vectors: Embeddings, params: CleanParams
+) -> tuple[list[Row], list[Row]]:
+    """Images far from their class's robust centre: probably someone else."""
+    if not rows:
+        return rows, []
+    rule = IdentityRule(
+        params.wrong_identity, params.wrong_identity_distance, params.wrong_identity_relative,
+        params.wrong_identity_nearer_ratio,
+    )  # fmt: skip
+    matrix = _matrix(rows, vectors)
+    outliers = find_wrong_identity([row["label"] for row in rows], matrix, rule)
+    rejects = []
+    for outlier in outliers:
+        row = rows[outlier.index]
+        other = _resembled(rows, matrix, outlier.index, outlier.nearer_label)
+        detail = f"{outlier.describe()} [{params.wrong_identity} rule]"
+        rejects.append(_reject_with(row, "wrong_identity", detail, other))
+    gone = {id(rows[o.index]) for o in outliers}
+    return [row for row in rows if id(row) not in gone], rejects
+
+
+def _resembled(rows: list[Row], matrix: np.ndarray, index: int, nearer: str | None) -> Row | None:
+    """For the audit sheet: the nearest image of the nearer class, else its class's medoid."""
+    label = nearer or rows[index]["label"]
+    idx = [i for i, row in enumerate(rows) if row["label"] == label and i != index]
+    if not idx:
+        return None
+    if nearer is not None:
+        return rows[idx[int(np.argmin(distances(matrix[[index]], matrix[idx])[0]))]]
+    return rows[idx[medoid_index(matrix[idx])]]
+
+
+def _reject_with(row: Row, reason: str, detail: str, other: Row | None) -> Row:
+    """A reject naming the other image involved (``conflict_with``, its class in
+    ``conflict_label``) for the audit sheet."""
+    return {
+        **reject(row, STAGE, reason, detail),
+        "conflict_with": other["path"] if other else "",
+        "conflict_label": other["label"] if other else "",
+    }
+
+
+# ---------------------------------------------------------------------------- groups
+
+Same = Callable[[Row, Row], bool]
+
+
+def same_group(params: CleanParams, vectors: Embeddings | None) -> Same:
+    """Look-alikes that must share a split: close perceptual hashes, or close embeddings."""
+
+    def same(a: Row, b: Row) -> bool:
+        if hamming(a["phash"], b["phash"]) <= params.group_hamming:
+            return True
+        return vectors is not None and _distance(vectors, a, b) <= params.duplicate_distance
+
+    return same
+
+
+def assign_groups(rows: list[Row], same: Same | None = None) -> None:
     """Give each row a ``group`` id; split keeps every group on one side of the split.
 
-    Rows that another check tied together (e.g. the same face twice) arrive with a
-    shared ``group``; every other row is its own group. Ids derive from content
-    (a sha256 prefix), so they do not change when unrelated images are added.
+    Within a class, rows that ``same`` links (directly or through others) share a
+    group; every other row is its own group. Ids derive from content (the smallest
+    sha256 prefix in the group), so they do not change when unrelated images are added.
     """
+    for members in by_label(rows).values():
+        for group in _components(members, same or (lambda a, b: False)):
+            group_id = min(row["sha256"][:12] for row in group)
+            for row in group:
+                row["group"] = group_id
+
+
+def _group_counts(rows: list[Row]) -> dict[str, int]:
+    sizes: dict[str, int] = defaultdict(int)
     for row in rows:
-        row["group"] = row.get("group") or row["sha256"][:12]
+        sizes[row["group"]] += 1
+    shared = [n for n in sizes.values() if n > 1]
+    return {"groups_of_lookalikes": len(shared), "images_in_groups": sum(shared)}
 
 
 def _quality_rank(row: Row) -> tuple[float, float, str]:

@@ -122,3 +122,25 @@ def sample_faces(sample_raw: SampleRaw, tmp_path_factory: pytest.TempPathFactory
     return SampleFaces(
         sample_raw, out, out / "manifest.csv", out / "rejects.csv", report.to_dict(), before
     )
+
+
+# face_recognition 1.3.0's test photos (MIT licence), fetched by `make test` with pip download.
+REAL_PHOTOS = REPO / ".cache" / "test-photos" / "face_recognition-1.3.0.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> dict[str, bytes]:
+    """JPEG bytes of real faces: obama, obama2, obama3 (one person) and biden."""
+    import tarfile
+
+    if not REAL_PHOTOS.is_file():
+        pytest.skip(
+            f"{REAL_PHOTOS} missing: `make test` fetches it (pip download face_recognition)"
+        )
+    photos = {}
+    with tarfile.open(REAL_PHOTOS) as tar:
+        for name in ("obama", "obama2", "obama3", "biden"):
+            member = tar.extractfile(f"face_recognition-1.3.0/tests/test_images/{name}.jpg")
+            assert member is not None, name
+            photos[name] = member.read()
+    return photos

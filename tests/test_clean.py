@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_params
+from pipeline.embedders import Embeddings, load_embeddings, save_embeddings
+from pipeline.errors import StageError
 from pipeline.files import sha256_bytes
 from pipeline.images import encode_jpeg
 from pipeline.manifest import Row, read_manifest, write_manifest
@@ -97,3 +99,233 @@ def test_phash_tolerates_reencoding_but_separates_pictures() -> None:
     other = cv2.cvtColor(_picture(8), cv2.COLOR_RGB2GRAY)
     assert clean.hamming(clean.phash(gray), clean.phash(reencoded)) <= 4
     assert clean.hamming(clean.phash(gray), clean.phash(other)) > 16
+
+
+# ---------------------------------------------------------------- identity (embeddings)
+
+DIM = 128
+
+
+def _vec(rng: np.random.Generator, centre: np.ndarray, spread: float) -> np.ndarray:
+    return (centre + spread * rng.standard_normal(DIM) / np.sqrt(DIM)).astype(np.float32)
+
+
+def _identity_set(
+    tmp_path: Path, classes: str = "abc", per_class: int = 6
+) -> tuple[list[Row], dict[str, np.ndarray], dict[str, np.ndarray], np.random.Generator]:
+    """Distinct crops per class; embeddings ~0.3 from a class centre, centres ~1.0 apart."""
+    rng = np.random.default_rng(7)
+    centres = {c: rng.standard_normal(DIM) * 0.71 / np.sqrt(DIM) for c in classes}
+    rows, vectors = [], {}
+    for k, label in enumerate(classes):
+        for i in range(per_class):
+            row = _write(tmp_path, label, f"{i}.jpg", _picture(1000 * (k + 1) + i))
+            rows.append(row)
+            vectors[row["sha256"]] = _vec(rng, centres[label], 0.3)
+    return rows, vectors, centres, rng
+
+
+def _save(tmp_path: Path, rows: list[Row], vectors: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    manifest, emb = tmp_path / "faces.csv", tmp_path / "emb.npz"
+    write_manifest(manifest, rows)
+    save_embeddings(emb, Embeddings("test", vectors))
+    return manifest, emb
+
+
+def test_identity_faults_get_their_reason_and_name_the_other_image(tmp_path: Path) -> None:
+    rows, vectors, centres, rng = _identity_set(tmp_path)
+    intruder = _write(tmp_path, "a", "intruder.jpg", _picture(50))  # a face of class b
+    vectors[intruder["sha256"]] = _vec(rng, centres["b"], 0.3)
+    twin_a = _write(tmp_path, "a", "twin.jpg", _picture(60))  # one photo under two names
+    twin_c = _write(tmp_path, "c", "twin.jpg", _picture(60))
+    vectors[twin_a["sha256"]] = _vec(rng, centres["a"], 0.3)
+    source = _picture(70)
+    near = _write(tmp_path, "b", "near.jpg", cv2.resize(cv2.resize(source, (136, 136)), (160, 160)))
+    original = _write(tmp_path, "b", "orig.jpg", source, face_px=130)
+    vectors[original["sha256"]] = _vec(rng, centres["b"], 0.3)
+    vectors[near["sha256"]] = vectors[original["sha256"]] + 0.005
+    rows += [intruder, twin_a, twin_c, near, original]
+    manifest, emb = _save(tmp_path, rows, vectors)
+
+    report = clean.run(load_params().clean, manifest, tmp_path / "out", emb).to_dict()
+    rejects = read_manifest(tmp_path / "out" / "rejects.csv")
+    got = {r["path"]: (r["reason"], r["conflict_with"]) for r in rejects}
+    nearest_b = got[intruder["path"]][1]
+    assert got[intruder["path"]][0] == "wrong_identity" and "/b/" in nearest_b
+    assert got[twin_a["path"]] == ("label_conflict", twin_c["path"])
+    assert got[twin_c["path"]] == ("label_conflict", twin_a["path"])
+    assert got[near["path"]] == ("near_duplicate", original["path"])
+    assert len(rejects) == 4  # no genuine image is lost
+    assert report["in"] == report["kept"] + report["rejected"]
+    assert all(r["reason"] and r["detail"] and r["stage"] == "clean" for r in rejects)
+    assert report["identity_checked"] is True
+
+
+def test_keep_majority_keeps_the_copy_where_the_face_belongs(tmp_path: Path) -> None:
+    rows, vectors, centres, rng = _identity_set(tmp_path)
+    twin_a = _write(tmp_path, "a", "twin.jpg", _picture(60))
+    twin_c = _write(tmp_path, "c", "twin.jpg", _picture(60))
+    vectors[twin_a["sha256"]] = _vec(rng, centres["a"], 0.2)
+    manifest, emb = _save(tmp_path, [*rows, twin_a, twin_c], vectors)
+    params = load_params(overrides={"clean.label_conflict_policy": "keep_majority"}).clean
+    clean.run(params, manifest, tmp_path / "out", emb)
+    rejects = read_manifest(tmp_path / "out" / "rejects.csv")
+    assert [(r["path"], r["reason"]) for r in rejects] == [(twin_c["path"], "label_conflict")]
+    assert "kept the copy in class 'a'" in rejects[0]["detail"]
+
+
+def test_look_alike_pixels_of_different_faces_are_kept(tmp_path: Path) -> None:
+    """A hash match alone is not a duplicate when the embeddings show two faces."""
+    rows, vectors, centres, rng = _identity_set(tmp_path)
+    source = _picture(80)
+    similar = cv2.resize(cv2.resize(source, (140, 140)), (160, 160))
+    twin = _write(tmp_path, "a", "lookalike.jpg", source)
+    other = _write(tmp_path, "a", "lookalike2.jpg", similar)
+    gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (source, similar)]
+    assert clean.hamming(clean.phash(gray[0]), clean.phash(gray[1])) <= 8
+    vectors[twin["sha256"]] = _vec(rng, centres["a"], 0.3)
+    vectors[other["sha256"]] = _vec(rng, centres["a"], 0.3)
+    manifest, emb = _save(tmp_path, [*rows, twin, other], vectors)
+    clean.run(load_params().clean, manifest, tmp_path / "out", emb)
+    assert read_manifest(tmp_path / "out" / "rejects.csv") == []
+    pixels_only = tmp_path / "pixels"
+    clean.run(load_params().clean, manifest, pixels_only)  # without embeddings: one goes
+    assert [r["reason"] for r in read_manifest(pixels_only / "rejects.csv")] == ["near_duplicate"]
+
+
+def test_stale_embeddings_are_an_error(tmp_path: Path) -> None:
+    rows, vectors, _, _ = _identity_set(tmp_path)
+    del vectors[rows[0]["sha256"]]
+    manifest, emb = _save(tmp_path, rows, vectors)
+    with pytest.raises(StageError, match="no embedding"):
+        clean.run(load_params().clean, manifest, tmp_path / "out", emb)
+
+
+def _planted_pairs(tmp_path: Path) -> tuple[Path, Path]:
+    """Per class: 4 singles, 3 embedding near-duplicate pairs (different pixels: a mirrored
+    or recropped photo), 2 pixel near-duplicate pairs (the same photo re-encoded)."""
+    rows, vectors, centres, rng = _identity_set(tmp_path, "ab", per_class=4)
+    for k, label in enumerate("ab"):
+        for i in range(3):
+            first = _write(tmp_path, label, f"e{i}.jpg", _picture(5000 + 10 * k + i))
+            second = _write(tmp_path, label, f"e{i}b.jpg", _picture(6000 + 10 * k + i))
+            vectors[first["sha256"]] = _vec(rng, centres[label], 0.3)
+            vectors[second["sha256"]] = _vec(rng, vectors[first["sha256"]], 0.1)
+            rows += [first, second]
+        for i in range(2):
+            source = _picture(7000 + 10 * k + i)
+            first = _write(tmp_path, label, f"p{i}.jpg", source)
+            copy = cv2.imdecode(cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], 1)
+            second = _write(tmp_path, label, f"p{i}b.jpg", copy)
+            # the embedder disagrees a little more than the duplicate threshold allows
+            vectors[first["sha256"]] = _vec(rng, centres[label], 0.3)
+            vectors[second["sha256"]] = _vec(rng, vectors[first["sha256"]], 0.28)
+            rows += [first, second]
+    return _save(tmp_path, rows, vectors)
+
+
+def _straddling(rows: list[Row], vectors: Embeddings, params) -> list[tuple[str, str]]:
+    """Near-duplicate pairs (by pixels or by embedding) that sit in different splits."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            near = clean.hamming(a["phash"], b["phash"]) <= params.group_hamming or (
+                float(np.linalg.norm(vectors.vectors[a["sha256"]] - vectors.vectors[b["sha256"]]))
+                <= params.duplicate_distance
+            )
+            if a["label"] == b["label"] and near and a["split"] != b["split"]:
+                out.append((a["path"], b["path"]))
+    return out
+
+
+def test_planted_near_duplicates_never_straddle_the_split(tmp_path: Path) -> None:
+    from stages import split
+
+    manifest, emb = _planted_pairs(tmp_path)
+    params = load_params()
+    vectors = load_embeddings(emb)
+    report = clean.run(params.clean, manifest, tmp_path / "clean", emb).to_dict()
+    assert report["rejected"] == 0  # look-alikes are kept, only grouped
+    assert report["groups_of_lookalikes"] == 10 and report["images_in_groups"] == 20
+    for seed in range(8):
+        split.run(params.split, seed, tmp_path / "clean" / "manifest.csv", tmp_path / "split")
+        rows = read_manifest(tmp_path / "split" / "manifest.csv")
+        assert _straddling(rows, vectors, params.clean) == [], seed
+        assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+
+def test_without_groups_the_same_data_would_straddle(tmp_path: Path) -> None:
+    """The check above has teeth: one row per group lets some pair cross the split."""
+    from stages import split
+
+    manifest, emb = _planted_pairs(tmp_path)
+    params = load_params()
+    clean.run(params.clean, manifest, tmp_path / "clean", emb)
+    rows = read_manifest(tmp_path / "clean" / "manifest.csv")
+    ungrouped = [{**row, "group": row["sha256"][:12]} for row in rows]
+    write_manifest(tmp_path / "ungrouped.csv", ungrouped)
+    crossed = 0
+    for seed in range(8):
+        split.run(params.split, seed, tmp_path / "ungrouped.csv", tmp_path / "split")
+        split_rows = read_manifest(tmp_path / "split" / "manifest.csv")
+        crossed += len(_straddling(split_rows, load_embeddings(emb), params.clean))
+    assert crossed > 0
+
+
+# ---------------------------------------------------------------- the sample's ground truth
+
+MAX_CLEAN_LOST_TO_IDENTITY = 0.10  # README: at most this share of clean images
+
+
+@pytest.mark.slow
+def test_sample_faults_caught_and_few_clean_images_lost(sample_faces, tmp_path: Path) -> None:
+    """embed + clean on the generated sample (real detect output, dlib embeddings)."""
+    from stages import embed
+
+    params = load_params()
+    emb = tmp_path / "emb.npz"
+    embed.run(params.embed.model_copy(update={"workers": 1}), sample_faces.manifest, emb)
+    clean.run(params.clean, sample_faces.manifest, tmp_path / "clean", emb)
+    root = sample_faces.raw.root
+    reason = {
+        Path(r["source"]).relative_to(root).as_posix(): r["reason"]
+        for r in read_manifest(tmp_path / "clean" / "rejects.csv")
+    }
+    for entry in sample_faces.raw.entries(expect_stage="clean"):
+        if entry["fault"] == "exact_duplicate":  # identical bytes: either copy may go
+            pair = [reason.get(entry["file"]), reason.get(entry["of"])]
+            assert pair.count("exact_duplicate") == 1 and pair.count(None) == 1, entry
+        else:
+            assert reason.get(entry["file"]) == entry["expect_reason"], entry
+    intruder = sample_faces.raw.entries(fault="other_class_face")[0]
+    assert reason[intruder["file"]] in ("wrong_identity", "label_conflict")
+    clean_files = [e["file"] for e in sample_faces.raw.entries(expect_stage=None)]
+    lost = [f for f in clean_files if reason.get(f) in ("wrong_identity", "label_conflict")]
+    assert len(lost) <= MAX_CLEAN_LOST_TO_IDENTITY * len(clean_files), lost
+
+
+def test_show_rejects_draws_every_reason(tmp_path: Path) -> None:
+    """`prep show --rejects`: one band per reason, each reject beside its conflicting image."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.contact_sheet import rejects_sheet
+
+    rows, vectors, centres, rng = _identity_set(tmp_path)
+    intruder = _write(tmp_path, "a", "intruder.jpg", _picture(50))
+    vectors[intruder["sha256"]] = _vec(rng, centres["b"], 0.3)
+    copy = _write(tmp_path, "b", "copy.jpg", _picture(2000))  # exact copy of b/0.jpg
+    blurry = _write(tmp_path, "c", "blur.jpg", cv2.GaussianBlur(_picture(3003), (0, 0), 4))
+    for row in (copy, blurry):
+        vectors[row["sha256"]] = _vec(rng, centres[row["label"]], 0.3)
+    manifest, emb = _save(tmp_path, [*rows, intruder, copy, blurry], vectors)
+    clean.run(load_params().clean, manifest, tmp_path / "out", emb)
+    rejects = tmp_path / "out" / "rejects.csv"
+    counts = rejects_sheet(rejects, tmp_path / "direct.png", thumb=64)
+    assert counts == {"blurry": 1, "exact_duplicate": 1, "wrong_identity": 1}
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["show", "--rejects", str(rejects), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrong_identity 1" in result.output
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape[0] > 3 * 96  # three bands of thumbnails

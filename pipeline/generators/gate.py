@@ -1,0 +1,53 @@
+"""The identity gate: a variant that no longer looks like the person is worse than none.
+
+Source and variant are embedded with the identity embedder (the `embedders`
+registry; dlib's 128-d ResNet by default) and the variant is kept only when the
+Euclidean distance between the two is below the threshold. A variant in which
+the embedder finds no face has an infinite distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.identity import distances as pairwise
+
+if TYPE_CHECKING:
+    from pipeline.embedders import Embedder
+
+
+class IdentityGate:
+    """Keeps a variant only while its embedding stays within ``threshold`` of the source."""
+
+    def __init__(self, embedder: Embedder, threshold: float) -> None:
+        self.embedder = embedder
+        self.threshold = threshold
+
+    def distances(self, source: np.ndarray, variants: Sequence[np.ndarray]) -> np.ndarray:
+        """Distance of each variant to ``source``; inf when either has no embedding."""
+        if not variants:
+            return np.zeros(0)
+        vectors = np.asarray(self.embedder.embed([source, *variants]), dtype=np.float64)
+        found = pairwise(vectors[1:], vectors[:1])[:, 0]
+        return np.where(np.isfinite(found), found, np.inf)  # NaN rows: no face
+
+    def keeps(self, distance: float) -> bool:
+        return bool(distance < self.threshold)
+
+    def detail(self, distance: float) -> str:
+        if not np.isfinite(distance):
+            return "no face found in the variant (or its source) by the identity embedder"
+        return f"identity distance {distance:.4f} >= threshold {self.threshold}"
+
+
+def load_embedder(name: str) -> Embedder:
+    """The named embedder from the project's registry (`prep list embedders`)."""
+    try:
+        from pipeline.embedders import EMBEDDERS
+    except ImportError as err:
+        raise UserError(f"the identity gate needs pipeline.embedders: {err}") from None
+    return EMBEDDERS.get(name)()

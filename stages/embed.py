@@ -1,0 +1,131 @@
+"""embed: one face embedding per crop, cached by the crop's content hash.
+
+Reads detect's manifest and writes ``out`` (an ``.npz``: crop sha256 -> vector, exactly
+the crops of this manifest) for clean and the baseline. Vectors are looked up first in
+``cache``, a second ``.npz`` that only grows and survives reruns (DVC ``persist``), so
+a crop already embedded by the same embedder (same ``fingerprint``) is never computed
+again: rerunning detect with other params, or editing code under pipeline/, costs only
+the crops that actually changed. Changing a clean param does not rerun this stage at all.
+
+Crops that cannot be decoded are counted (reason ``unreadable``) and left out; clean
+rejects them with the same reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import EmbedParams
+from pipeline.embedders import EMBEDDERS, Embedder, Embeddings, load_embeddings, save_embeddings
+from pipeline.images import ImageError, load_rgb
+from pipeline.manifest import Row, read_manifest, reject
+from pipeline.parallel import parallel_map, resolve_workers
+from pipeline.report import StageReport
+
+STAGE = "embed"
+_CROP_MAX_PIXELS = 64_000_000  # crops are ours and small; this only guards a corrupt file
+
+_WORKER: dict[str, Embedder] = {}
+
+
+def build_embedder(params: EmbedParams) -> Embedder:
+    """The configured embedder (``prep list embedders``)."""
+    factory = EMBEDDERS.get(params.embedder)
+    return factory(
+        num_jitters=params.num_jitters, face_fraction=params.face_fraction,
+        weights=params.weights, device=params.device, batch_size=params.batch_size,
+    )  # fmt: skip
+
+
+def run(
+    params: EmbedParams, faces_manifest: Path, out: Path, cache: Path | None = None
+) -> StageReport:
+    """Embed every crop of ``faces_manifest`` into ``out``, reusing ``cache`` when it fits."""
+    rows = read_manifest(faces_manifest)
+    started = time.perf_counter()
+    embedder = build_embedder(params)
+    cached = read_cache(cache, embedder.fingerprint)
+    todo = _unique_misses(rows, cached)
+    computed, failed = compute(params, embedder, todo)
+    vectors = {**cached.vectors, **computed}
+    current = {r["sha256"]: vectors[r["sha256"]] for r in rows if r["sha256"] in vectors}
+    save_embeddings(out, Embeddings(embedder.fingerprint, current))
+    if cache is not None and computed:
+        save_embeddings(cache, Embeddings(embedder.fingerprint, vectors))
+    kept = [r for r in rows if r["sha256"] in current]
+    rejects = [
+        reject(r, STAGE, "unreadable", failed[r["sha256"]]) for r in rows if r["sha256"] in failed
+    ]
+    return StageReport.from_rows(
+        STAGE, len(rows), kept, rejects,
+        embedder=params.embedder, dim=embedder.dim, crops=len({r["sha256"] for r in rows}),
+        computed=len(computed), cached=len(current) - len(computed),
+        seconds=round(time.perf_counter() - started, 2),
+    )  # fmt: skip
+
+
+def read_cache(cache: Path | None, fingerprint: str) -> Embeddings:
+    """The cache's vectors if they come from the same embedder; otherwise none."""
+    if cache is None or not cache.is_file():
+        return Embeddings(fingerprint, {})
+    stored = load_embeddings(cache)
+    if stored.fingerprint != fingerprint:
+        return Embeddings(fingerprint, {})  # another model or options: nothing reusable
+    return stored
+
+
+def _unique_misses(rows: list[Row], cached: Embeddings) -> list[tuple[str, str]]:
+    """(sha256, path) of crops not in the cache, each content once, in manifest order."""
+    todo: dict[str, str] = {}
+    for row in rows:
+        if cached.get(row["sha256"]) is None:
+            todo.setdefault(row["sha256"], row["path"])
+    return list(todo.items())
+
+
+def compute(
+    params: EmbedParams, embedder: Embedder, todo: list[tuple[str, str]]
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Vectors for ``todo`` in batches, one process per core when the embedder gains from it."""
+    workers = resolve_workers(params.workers) if embedder.multiprocess else 1
+    size = params.batch_size
+    if workers > 1:  # several batches per worker, so no core idles at the end
+        size = max(1, min(size, math.ceil(len(todo) / (4 * workers))))
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    vectors: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+    if workers == 1:
+        _WORKER["embedder"] = embedder  # reuse the one already built
+        results = parallel_map(_embed_batch, batches, 1, desc="embed batches")
+    else:
+        results = parallel_map(
+            _embed_batch, batches, workers, desc="embed batches", initializer=_init_worker,
+            initargs=(params,), chunksize=1,
+        )  # fmt: skip
+    for batch_vectors, batch_failed in results:
+        vectors.update(batch_vectors)
+        failed.update(batch_failed)
+    return vectors, failed
+
+
+def _init_worker(params: EmbedParams) -> None:
+    _WORKER["embedder"] = build_embedder(params)
+
+
+def _embed_batch(
+    batch: Sequence[tuple[str, str]],
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    crops, shas, failed = [], [], {}
+    for sha, path in batch:
+        try:
+            crops.append(load_rgb(Path(path), _CROP_MAX_PIXELS))
+            shas.append(sha)
+        except ImageError as err:
+            failed[sha] = err.detail
+    vectors = _WORKER["embedder"].embed(crops)
+    return dict(zip(shas, vectors, strict=True)), failed

@@ -1,0 +1,295 @@
+"""generate: expression variants of each training image, kept only if still the same person.
+
+For every training row, ``variants_per_image`` variants are made by the chosen
+backend (`prep list generators`); variant k gets ``expressions[k % n]`` and the
+seed ``derive_seed(seed, source sha256, k)``, so outputs never depend on worker
+count, process or order (a diffusion batch of another size may round a pixel one
+level apart: ``batch_size`` is a param). Each variant passes the identity gate
+(embedding distance to its source below ``identity_threshold``) or is rejected as
+``identity_lost`` with the distance. Output: ``out/<label>/<stem>-<sha8>_<expression>_<k>.jpg``,
+``manifest.csv`` (kind ``generated``, ``parent``, backend, expression, seed,
+identity distance, applied params), ``rejects.csv`` and per-expression metrics.
+
+Disabled (the default), the stage writes an empty manifest quickly and imports
+no model library, so the DVC graph is the same either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config import GenerateParams
+from pipeline.files import atomic_write_bytes, prepare_output_dir, remove_unlisted_files
+from pipeline.files import sha256_bytes as sha256_of
+from pipeline.generators.shard import Shard, current_shard
+from pipeline.images import ImageError, encode_jpeg, load_rgb
+from pipeline.manifest import (
+    IMAGE_SUFFIXES,
+    Row,
+    columns_for,
+    dumps,
+    read_manifest,
+    reject,
+    to_posix,
+    write_manifest,
+)
+from pipeline.parallel import parallel_map, resolve_workers
+from pipeline.report import StageReport
+from pipeline.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from pipeline.generators import Generator, Variant
+    from pipeline.generators.gate import IdentityGate
+
+STAGE = "generate"
+COLUMNS = [
+    "path", "label", "source", "sha256", "split", "kind", "parent", "variant", "params", "seed",
+    "backend", "expression", "identity_distance",
+]  # fmt: skip
+REJECT_COLUMNS = [c for c in COLUMNS if c != "parent"] + ["stage", "reason", "detail"]
+MAX_PIXELS = 40_000_000  # inputs are detect's crops; this only guards a corrupt file
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One variant to make of one source row, and where it goes."""
+
+    row: Row
+    variant: int
+    expression: str
+    seed: int
+    path: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kept: list[Row]
+    rejected: list[Row]
+
+
+def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) -> StageReport:
+    """Read split's train rows, write variants, ``manifest.csv``, ``rejects.csv``."""
+    if params.enabled:
+        _backend(params)  # an unknown name fails before anything is read or written
+    rows = train_rows(read_manifest(split_manifest))
+    shard = current_shard() if params.enabled else Shard()
+    if shard.is_main:
+        prepare_output_dir(out_dir)
+    shard.barrier()  # no process writes before the folder is ready
+    plan = plan_variants(rows, params, seed, out_dir) if params.enabled else []
+    started = time.perf_counter()
+    outcomes = shard.gather(_generate(plan, params, shard)) if plan else []
+    elapsed = time.perf_counter() - started
+    kept = [row for _, o in sorted(outcomes, key=_index) for row in o.kept]
+    rejects = [row for _, o in sorted(outcomes, key=_index) for row in o.rejected]
+    if shard.is_main:
+        _write(out_dir, kept, rejects)
+    n_planned = sum(len(variants) for variants in plan)
+    extra = _metrics(params, kept, rejects, len(rows), n_planned, elapsed)
+    return StageReport.from_rows(STAGE, n_planned, kept, rejects, **extra)
+
+
+def train_rows(rows: list[Row]) -> list[Row]:
+    """Only training images get variants; a manifest without splits is all training."""
+    if rows and "split" in rows[0]:
+        return [row for row in rows if row["split"] == "train"]
+    return rows
+
+
+def plan_variants(
+    rows: list[Row], params: GenerateParams, seed: int, out_dir: Path
+) -> list[list[Planned]]:
+    """Per source row, its ``variants_per_image`` planned variants (expressions cycle)."""
+    plan = []
+    for row in rows:
+        stem = f"{Path(row['path']).stem}-{row['sha256'][:8]}"
+        variants = []
+        for k in range(params.variants_per_image):
+            expression = params.expressions[k % len(params.expressions)]
+            path = out_dir / row["label"] / f"{stem}_{expression}_{k}.jpg"
+            variant_seed = derive_seed(seed, row["sha256"], k)
+            planned = Planned(row, k, expression, variant_seed, to_posix(path), params.backend)
+            variants.append(planned)
+        plan.append(variants)
+    return plan
+
+
+# --- generation ---------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(params: GenerateParams) -> None:
+    """Build the backend and the gate once per process (models load here)."""
+    from pipeline.generators import GENERATORS
+    from pipeline.generators.gate import IdentityGate, load_embedder
+
+    _WORKER["generator"] = GENERATORS.get(params.backend)(params)
+    _WORKER["gate"] = IdentityGate(load_embedder(params.embedder), params.identity_threshold)
+    _WORKER["params"] = params
+
+
+def _generate(
+    plan: list[list[Planned]], params: GenerateParams, shard: Shard
+) -> list[tuple[int, Outcome]]:
+    """This process's share of the plan, in chunks; (chunk index, outcome) pairs."""
+    backend = _backend(params)
+    per_chunk = 1 if backend.cpu_parallel else max(1, -(-params.batch_size // len(plan[0])))
+    chunks = [(i, plan[s : s + per_chunk]) for i, s in enumerate(range(0, len(plan), per_chunk))]
+    mine = shard.take(chunks)
+    workers = resolve_workers(params.workers) if backend.cpu_parallel else 1
+    if workers > 1:
+        backend(params)  # bad expressions or a missing model fail here, not in a worker
+    results = parallel_map(
+        _run_chunk, [c for _, c in mine], workers, desc=STAGE,
+        initializer=_init_worker, initargs=(params,),
+    )  # fmt: skip
+    try:
+        return [(i, outcome) for (i, _), outcome in zip(mine, results, strict=True)]
+    finally:
+        _WORKER.clear()  # in-process runs: let the model (and its GPU memory) go
+
+
+def _backend(params: GenerateParams) -> type[Generator]:
+    from pipeline.generators import GENERATORS
+
+    return GENERATORS.get(params.backend)
+
+
+def _index(pair: tuple[int, Outcome]) -> int:
+    return pair[0]
+
+
+def _run_chunk(chunk: list[list[Planned]]) -> Outcome:
+    """Make, gate and write the variants of a few sources (runs in a worker)."""
+    from pipeline.generators import Job
+
+    generator, gate = _WORKER["generator"], _WORKER["gate"]
+    kept: list[Row] = []
+    rejected: list[Row] = []
+    sources: list[tuple[list[Planned], np.ndarray]] = []
+    for planned in chunk:
+        try:
+            sources.append((planned, load_rgb(Path(planned[0].row["path"]), MAX_PIXELS)))
+        except ImageError as err:
+            rejected += [_rejected(p, err.reason, err.detail) for p in planned]
+    jobs = [
+        Job(image, p.expression, p.seed, p.row["sha256"])
+        for planned, image in sources
+        for p in planned
+    ]
+    variants = iter(generator.generate(jobs))
+    for planned, image in sources:
+        outcome = _gate_and_write(planned, image, [next(variants) for _ in planned], gate)
+        kept += outcome.kept
+        rejected += outcome.rejected
+    return Outcome(kept, rejected)
+
+
+def _gate_and_write(
+    planned: list[Planned], source: np.ndarray, variants: list[Variant], gate: IdentityGate
+) -> Outcome:
+    """Keep the variants that pass the gate (written as JPEG), reject the others."""
+    distances = iter(gate.distances(source, [v.image for v in variants if v.image is not None]))
+    quality = _WORKER["params"].jpeg_quality
+    kept: list[Row] = []
+    rejected: list[Row] = []
+    for p, variant in zip(planned, variants, strict=True):
+        if variant.image is None:
+            rejected.append(_rejected(p, "generation_failed", variant.error))
+            continue
+        distance = float(next(distances))
+        if not gate.keeps(distance):
+            detail = gate.detail(distance)
+            rejected.append(_rejected(p, "identity_lost", detail, variant.applied, distance))
+            continue
+        data = encode_jpeg(variant.image, quality)
+        atomic_write_bytes(Path(p.path), data)
+        kept.append(_kept(p, variant.applied, distance, sha256_of(data)))
+    return Outcome(kept, rejected)
+
+
+def _kept(p: Planned, applied: dict[str, Any], distance: float, sha256: str) -> Row:
+    return {
+        "path": p.path,
+        "label": p.row["label"],
+        "source": p.row.get("source") or p.row["path"],
+        "sha256": sha256,
+        "split": "train",
+        "parent": p.row["path"],
+        **_variant_fields(p, applied, distance),
+    }
+
+
+def _rejected(
+    p: Planned,
+    reason: str,
+    detail: str,
+    applied: dict[str, Any] | None = None,
+    distance: float | None = None,
+) -> Row:
+    """The input (source) row, which variant it was, and why: no file is written for it."""
+    return reject({**p.row, **_variant_fields(p, applied, distance)}, STAGE, reason, detail)
+
+
+def _variant_fields(p: Planned, applied: dict[str, Any] | None, distance: float | None) -> Row:
+    return {
+        "kind": "generated",
+        "variant": str(p.variant),
+        "params": dumps(applied or {}),
+        "seed": str(p.seed),
+        "backend": p.backend,
+        "expression": p.expression,
+        "identity_distance": "" if distance is None else _fmt(distance),
+    }
+
+
+def _fmt(distance: float) -> str:
+    return f"{distance:.4f}" if np.isfinite(distance) else "inf"
+
+
+# --- outputs ------------------------------------------------------------------------
+
+
+def _write(out_dir: Path, kept: list[Row], rejects: list[Row]) -> None:
+    write_manifest(out_dir / "manifest.csv", kept, columns_for(kept, COLUMNS))
+    write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
+    remove_unlisted_files(out_dir, {Path(row["path"]) for row in kept}, IMAGE_SUFFIXES)
+
+
+def _metrics(
+    params: GenerateParams,
+    kept: Sequence[Row],
+    rejects: Sequence[Row],
+    n_sources: int,
+    n_planned: int,
+    elapsed: float,
+) -> dict[str, Any]:
+    """Per backend and expression: variants made, kept, and their mean identity distance."""
+    made = [*kept, *(r for r in rejects if r["reason"] == "identity_lost")]
+    table: dict[str, dict[str, Any]] = {}
+    for expression in params.expressions if params.enabled else []:
+        mine = [r for r in made if r["expression"] == expression]
+        finite = [float(r["identity_distance"]) for r in mine if r["identity_distance"] != "inf"]
+        table[expression] = {
+            "made": len(mine),
+            "kept": sum(r["expression"] == expression for r in kept),
+            "mean_distance": round(float(np.mean(finite)), 4) if finite else None,
+        }
+    speed = round(n_planned / elapsed, 2) if elapsed > 0 and n_planned else 0.0
+    return {
+        "enabled": params.enabled,
+        "backend": params.backend,
+        "sources": n_sources,
+        "variants_per_image": params.variants_per_image,
+        "identity_threshold": params.identity_threshold,
+        "variants_per_second": speed,
+        "by_backend": {params.backend: table} if params.enabled else {},
+    }

@@ -1,0 +1,460 @@
+"""train: fine-tune a backbone on the training manifest, validate every epoch, log with DVCLive.
+
+Inputs are manifests (paths relative to the working directory): the augment manifest (all of its
+rows are training images) or, with ``source: split``, the split's ``train`` rows; validation is
+always the split's ``val`` rows. Images are decoded once into memory; no random augmentation
+happens here (that is the augment stage's job, and it keeps runs reproducible).
+
+With ``freeze: all`` and ``cache_features`` the backbone runs once per unique image (keyed by
+sha256) and only the linear head trains, on the cached features: the fast path on a CPU. Mixup
+then mixes the cached feature vectors instead of pixels (the head is linear, so this is mixup of
+its inputs).
+
+Outputs: ``<out>/model.pt`` + ``model.json`` (the best validation epoch) and DVCLive's per-epoch
+curves and summary under ``<live>/``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as nnf
+from tqdm import tqdm
+
+from pipeline.backbones import (
+    Backbone,
+    Classifier,
+    Normalize,
+    apply_freeze,
+    build_trunk,
+    count_trainable,
+    freeze_layers,
+    frozen_count,
+    get_backbone,
+    load_images,
+    save_model,
+    set_train_mode,
+)
+from pipeline.config import TrainParams
+from pipeline.devices import resolve_device
+from pipeline.errors import StageError, UserError
+from pipeline.files import prepare_output_dir
+from pipeline.manifest import Row, read_manifest
+from pipeline.report import StageReport
+
+STAGE = "train"
+
+
+@dataclass
+class Data:
+    """Inputs (uint8 images or float features) and integer labels of one split."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    images: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class EarlyStopping:
+    """Best = highest validation accuracy, ties broken by lower validation loss."""
+
+    patience: int
+    best_acc: float = -math.inf
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    waited: int = 0
+
+    def update(self, epoch: int, acc: float, loss: float) -> bool:
+        """Record an epoch; True when it is the new best."""
+        if acc > self.best_acc or (acc == self.best_acc and loss < self.best_loss):
+            self.best_acc, self.best_loss, self.best_epoch, self.waited = acc, loss, epoch, 0
+            return True
+        self.waited += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.waited >= self.patience
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    train_images: int = 0
+    train_seconds: float = 0.0
+
+
+# --- pure helpers ----------------------------------------------------------------------
+
+
+def rise_epoch(curve: Sequence[float], fraction: float = 0.9) -> int | None:
+    """First epoch (1-based) whose value reaches ``fraction`` of the curve's best.
+
+    None for an empty curve or one that never rises above zero (nothing to reach).
+    """
+    if not curve or max(curve) <= 0:
+        return None
+    target = fraction * max(curve)
+    return next(i for i, value in enumerate(curve, start=1) if value >= target)
+
+
+def mix_batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    mode: str,
+    beta: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup one batch: (inputs, soft targets, hard labels for accuracy).
+
+    ``label``: classic mixup, inputs and one-hot labels mixed with the same lambda.
+    ``data``: inputs mixed, the target is the label of the dominant input (lambda >= 0.5 keeps
+    the batch's own). ``beta`` is (a, b) of the Beta distribution lambda is drawn from (one
+    lambda per batch). ``none`` returns the batch with one-hot targets.
+    """
+    onehot = nnf.one_hot(y, n_classes).to(torch.float32)
+    if mode == "none":
+        return x, onehot, y
+    lam = float(rng.beta(*beta))
+    perm = torch.from_numpy(rng.permutation(len(y))).to(y.device)
+    mixed = lam * x + (1.0 - lam) * x[perm]
+    dominant = y if lam >= 0.5 else y[perm]
+    if mode == "label":
+        return mixed, lam * onehot + (1.0 - lam) * onehot[perm], dominant
+    if mode == "data":
+        return mixed, nnf.one_hot(dominant, n_classes).to(torch.float32), dominant
+    raise UserError(f"unknown mixup {mode!r}; use none, label or data")
+
+
+def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Near-equal chunks of at most ``batch_size``: no straggler batch of one (BatchNorm)."""
+    count = max(1, math.ceil(len(order) / batch_size))
+    return [chunk for chunk in torch.tensor_split(order, count) if len(chunk)]
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def read_rows(
+    source: str, train_manifest: Path, split_manifest: Path
+) -> tuple[list[Row], list[Row]]:
+    """(training rows, validation rows) according to ``train.source``."""
+    split_rows = read_manifest(split_manifest)
+    if source == "augmented":
+        rows = read_manifest(train_manifest)
+        train_rows = [r for r in rows if r.get("split", "train") in ("", "train")]
+    else:
+        train_rows = [r for r in split_rows if r.get("split") == "train"]
+    if not train_rows:
+        raise StageError(f"no training rows (source={source}) in {train_manifest}")
+    return train_rows, [r for r in split_rows if r.get("split") == "val"]
+
+
+def encode_labels(rows: Sequence[Row], classes: Sequence[str], what: str) -> torch.Tensor:
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({r["label"] for r in rows} - index.keys())
+    if unknown:
+        raise StageError(f"{what} rows have classes absent from training: {unknown[:5]}")
+    return torch.tensor([index[r["label"]] for r in rows], dtype=torch.long)
+
+
+def check_memory(n_images: int, size: int, limit_gb: float) -> None:
+    need = n_images * 3 * size * size / 1e9
+    if need > limit_gb:
+        raise UserError(
+            f"{n_images} images at {size}px need {need:.1f} GB decoded; raise "
+            f"train.max_memory_gb (now {limit_gb}) or lower train.image_size"
+        )
+
+
+def extract_features(
+    trunk: nn.Module, normalize: nn.Module, rows: Sequence[Row], size: int, p: TrainParams,
+    device: torch.device,
+) -> torch.Tensor:  # fmt: skip
+    """Backbone features for ``rows``, computed once per unique image (sha256 or path)."""
+    if not rows:
+        return torch.empty((0, 0))
+    keys = [r.get("sha256") or r["path"] for r in rows]
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    unique = list(first.values())
+    trunk.eval()
+    feats = []
+    with torch.inference_mode():
+        for chunk in _progress(batches(torch.tensor(unique), p.batch_size), "features"):
+            images = load_images([rows[i]["path"] for i in chunk.tolist()], size).to(device)
+            with _autocast(device, p.amp):
+                feats.append(trunk(normalize(images)).float().cpu())
+    table = torch.cat(feats)
+    slot = {key: j for j, key in enumerate(first)}
+    return table[[slot[k] for k in keys]].clone()
+
+
+# --- model and optimisation -------------------------------------------------------------
+
+
+def build_model(
+    p: TrainParams, backbone: Backbone, size: int, n_classes: int
+) -> tuple[Classifier, int]:
+    """The classifier with the trunk's first layers fixed; returns (model, layers fixed)."""
+    weights = Path(p.weights) if p.weights else None
+    if not backbone.pretrained and weights is None and p.freeze != 0:
+        raise UserError(
+            f"backbone {backbone.name!r} has no pretrained weights: use freeze: 0, or give "
+            "train.weights to fine-tune from a file"
+        )
+    trunk, dim = build_trunk(backbone, size, weights)
+    n_frozen = frozen_count(p.freeze, len(freeze_layers(trunk)))
+    apply_freeze(trunk, n_frozen)
+    return Classifier(trunk, dim, n_classes), n_frozen
+
+
+def make_optimizer(params: Sequence[nn.Parameter], p: TrainParams) -> torch.optim.Optimizer:
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    if p.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay
+        )
+    return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, p: TrainParams
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: constant, cosine to zero at the last epoch, or steps."""
+    if p.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs)
+    if p.schedule == "step":
+        milestones = sorted({max(1, round(f * p.epochs)) for f in p.step_at})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=p.step_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    """What one epoch needs: the trainable net, input preparation, optimiser, randomness."""
+
+    net: nn.Module
+    prepare: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    n_classes: int
+    device: torch.device
+    p: TrainParams
+    generator: torch.Generator
+    rng: np.random.Generator
+
+
+def train_epoch(loop: Loop, data: Data, desc: str) -> EpochStats:
+    p, start = loop.p, time.perf_counter()
+    set_train_mode(loop.net)
+    order = torch.randperm(len(data), generator=loop.generator)
+    total_loss, correct = 0.0, 0
+    beta = (p.mixup_alpha, p.mixup_alpha) if p.mixup == "label" else p.data_mixup_beta
+    for idx in _progress(batches(order, p.batch_size), desc):
+        x = loop.prepare(data.x[idx].to(loop.device, non_blocking=True))
+        y = data.y[idx].to(loop.device, non_blocking=True)
+        x, target, hard = mix_batch(x, y, loop.n_classes, p.mixup, beta, loop.rng)
+        with _autocast(loop.device, p.amp):
+            logits = loop.net(x)
+            loss = nnf.cross_entropy(logits.float(), target, label_smoothing=p.label_smoothing)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(1) == hard).sum())
+    n = len(data)
+    return EpochStats(total_loss / n, correct / n, n, time.perf_counter() - start)
+
+
+def validate(loop: Loop, data: Data) -> EpochStats:
+    """Mean loss (no smoothing, no mixup) and accuracy; NaN when there is no validation set."""
+    if len(data) == 0:
+        return EpochStats(math.nan, math.nan)
+    loop.net.eval()
+    total_loss, correct = 0.0, 0
+    with torch.inference_mode():
+        for idx in batches(torch.arange(len(data)), loop.p.batch_size):
+            x = loop.prepare(data.x[idx].to(loop.device))
+            y = data.y[idx].to(loop.device)
+            with _autocast(loop.device, loop.p.amp):
+                logits = loop.net(x).float()
+            total_loss += nnf.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+    return EpochStats(total_loss / len(data), correct / len(data), len(data))
+
+
+def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, live: Any) -> History:
+    """Epochs with head warm-up, schedule, early stopping; the best epoch's weights kept."""
+    p, history = loop.p, History()
+    schedule = make_schedule(loop.optimizer, p)
+    stopper = EarlyStopping(p.early_stopping_patience if len(val) else 0)
+    best_state = _snapshot(loop.net)  # only what trains: the head alone on cached features
+    warmup = p.head_warmup_epochs if loop.net is model and n_frozen < _n_layers(model) else 0
+    for epoch in range(1, p.epochs + 1):
+        apply_freeze(model.trunk, _n_layers(model) if epoch <= warmup else n_frozen)
+        lr = loop.optimizer.param_groups[0]["lr"]
+        stats = train_epoch(loop, train, f"epoch {epoch}/{p.epochs}")
+        schedule.step()
+        checked = validate(loop, val)
+        history.train_images += stats.images
+        history.train_seconds += stats.seconds
+        row = {"train/loss": stats.loss, "train/acc": stats.acc, "val/loss": checked.loss,
+               "val/acc": checked.acc, "lr": lr}  # fmt: skip
+        history.epochs.append(row)
+        _log_epoch(live, row, epoch, p.epochs)
+        if not len(val) or stopper.update(epoch, checked.acc, checked.loss):
+            best_state = _snapshot(loop.net)
+        if stopper.should_stop:
+            break
+    loop.net.load_state_dict(best_state)
+    apply_freeze(model.trunk, n_frozen)
+    history.best_epoch = stopper.best_epoch or len(history.epochs)
+    return history
+
+
+def summarize(history: History, wall: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """DVCLive summary metrics: best / final validation accuracy, rise epoch, speed."""
+    val_acc = [e["val/acc"] for e in history.epochs if not math.isnan(e["val/acc"])]
+    summary: dict[str, Any] = {
+        "best_val_acc": max(val_acc) if val_acc else None,
+        "final_val_acc": val_acc[-1] if val_acc else None,
+        "best_epoch": history.best_epoch,
+        "rise_epoch": rise_epoch(val_acc),
+        "epochs_run": len(history.epochs),
+        "wall_time_s": round(wall, 3),
+        "images_per_s": round(history.train_images / max(history.train_seconds, 1e-9), 1),
+        **extra,
+    }
+    return {k: v for k, v in summary.items() if v is not None}
+
+
+# --- the stage --------------------------------------------------------------------------
+
+
+def run(
+    params: TrainParams, seed: int, train_manifest: Path, split_manifest: Path, out: Path,
+    live_dir: Path = Path("dvclive"),
+) -> StageReport:  # fmt: skip
+    """Train, keep the best validation epoch, write the model and DVCLive metrics."""
+    from dvclive import Live
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    device = resolve_device(params.device)
+    train_rows, val_rows = read_rows(params.source, train_manifest, split_manifest)
+    classes = sorted({r["label"] for r in train_rows})
+    backbone = get_backbone(params.backbone)
+    size = params.image_size or backbone.input_size
+    model, n_frozen = build_model(params, backbone, size, len(classes))
+    model.to(device)
+    cached = _use_cache(params, model, n_frozen)
+    train, val, feature_s = _prepare_data(params, model, backbone, size, (train_rows, val_rows),
+                                          classes, device, cached)  # fmt: skip
+    loop = _make_loop(params, model, cached, backbone, len(classes), device, seed)
+    prepare_output_dir(out, marker="model.json")
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False) as live:
+        history = fit(loop, model, n_frozen, train, val, live)
+        extra = {"feature_cache_s": round(feature_s, 3), "trainable_params": count_trainable(model),
+                 "frozen_layers": n_frozen, "n_train": len(train), "n_val": len(val)}  # fmt: skip
+        summary = summarize(history, time.perf_counter() - start, extra)
+        for name, value in summary.items():
+            live.log_metric(name, value, plot=False)
+    meta = {"backbone": backbone.name, "image_size": size, "classes": classes,
+            "mean": backbone.mean, "std": backbone.std, "freeze": params.freeze,
+            "frozen_layers": n_frozen, "best_epoch": summary["best_epoch"]}  # fmt: skip
+    save_model(out, model.cpu(), meta)
+    return StageReport.from_rows(STAGE, len(train_rows), train_rows, [], **summary)
+
+
+def _use_cache(p: TrainParams, model: Classifier, n_frozen: int) -> bool:
+    return p.cache_features and n_frozen == _n_layers(model)
+
+
+def _prepare_data(
+    p: TrainParams, model: Classifier, backbone: Backbone, size: int,
+    rows: tuple[list[Row], list[Row]], classes: list[str], device: torch.device, cached: bool,
+) -> tuple[Data, Data, float]:  # fmt: skip
+    """Decoded images, or cached features when only the head trains; + seconds spent caching."""
+    train_rows, val_rows = rows
+    labels = (encode_labels(train_rows, classes, "train"), encode_labels(val_rows, classes, "val"))
+    if not cached:
+        check_memory(len(train_rows) + len(val_rows), size, p.max_memory_gb)
+        images = [load_images([r["path"] for r in part], size) for part in rows]
+        return Data(images[0], labels[0]), Data(images[1], labels[1]), 0.0
+    start = time.perf_counter()
+    normalize = Normalize(backbone.mean, backbone.std).to(device)
+    feats = [extract_features(model.trunk, normalize, part, size, p, device) for part in rows]
+    return Data(feats[0], labels[0]), Data(feats[1], labels[1]), time.perf_counter() - start
+
+
+def _make_loop(
+    p: TrainParams, model: Classifier, cached: bool, backbone: Backbone, n_classes: int,
+    device: torch.device, seed: int,
+) -> Loop:  # fmt: skip
+    net: nn.Module = model.head if cached else model
+    prepare = nn.Identity() if cached else Normalize(backbone.mean, backbone.std).to(device)
+    # Every parameter that is trainable after warm-up: frozen ones get no gradient and are
+    # skipped by the optimiser, so warm-up only has to toggle requires_grad.
+    params = [q for q in net.parameters() if q.requires_grad]
+    return Loop(
+        net=net, prepare=prepare, optimizer=make_optimizer(params, p),
+        scaler=torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=p.amp),
+        n_classes=n_classes, device=device, p=p,
+        generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed),
+    )  # fmt: skip
+
+
+def _n_layers(model: Classifier) -> int:
+    return len(freeze_layers(model.trunk))
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
+
+
+def _progress(items: list[torch.Tensor], desc: str) -> Iterator[torch.Tensor]:
+    return iter(tqdm(items, desc=desc, leave=False, disable=None, file=sys.stderr))
+
+
+def _log_epoch(live: Any, row: dict[str, float], epoch: int, epochs: int) -> None:
+    for name, value in row.items():
+        if not math.isnan(value):
+            live.log_metric(name, value)
+    live.next_step()
+    tqdm.write(
+        f"epoch {epoch}/{epochs}: train loss {row['train/loss']:.3f} acc {row['train/acc']:.3f}"
+        f" | val loss {row['val/loss']:.3f} acc {row['val/acc']:.3f}",
+        file=sys.stderr,
+    )

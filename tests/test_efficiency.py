@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from pipeline.efficiency import (
+    Run,
+    aggregate,
+    fit_log,
+    fits,
+    group_label,
+    runs_from_exp_show,
+    write_report,
+)
+
+
+def test_log_fit_recovers_the_original_curve() -> None:
+    fractions = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    accuracy = [21.3 * math.log(x) - 10.8 for x in fractions]
+    fit = fit_log(fractions, accuracy)
+    assert fit is not None
+    assert fit.a == pytest.approx(21.3) and fit.b == pytest.approx(-10.8)
+    assert fit.r2 == pytest.approx(1.0)
+
+
+def test_log_fit_r2_drops_with_noise_and_needs_two_x() -> None:
+    fit = fit_log([1, 2, 3, 4, 5], [10, 40, 20, 50, 30])
+    assert fit is not None and 0.0 <= fit.r2 < 0.6
+    assert fit_log([3, 3], [10, 20]) is None
+    flat = fit_log([1, 2], [50, 50])
+    assert flat is not None and flat.a == 0 and flat.r2 is None
+
+
+def _node(name: str, per_class: int, factor: int, seed: int, acc: float | None) -> dict[str, Any]:
+    params = {
+        "seed": seed,
+        "split": {"train_per_class": per_class, "train_fraction": None},
+        "augment": {"factor": factor, "recipe": "medium"},
+        "train": {"source": "augmented"},
+    }
+    metrics = {} if acc is None else {"metrics/test.json": {"data": {"accuracy": acc}}}
+    return {"rev": name * 5, "name": name, "error": None, "experiments": None,
+            "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}  # fmt: skip
+
+
+def _exp_show() -> list[dict[str, Any]]:
+    """The shape of `dvc exp show --json` (DVC 3): workspace, baseline commit, experiments."""
+    revs = [
+        _node(f"e{x}{f}{s}", x, f, s, acc=(0.2 * x + 0.05 * (f == 8) + 0.01 * s) / 1.2)
+        for x in (1, 2, 4) for f in (1, 8) for s in (0, 1)
+    ]  # fmt: skip
+    revs.append(_node("queued", 3, 8, 0, acc=None))  # no metrics yet: skipped
+    baseline = _node("main", 3, 8, 0, acc=0.5)
+    baseline["experiments"] = [{"revs": revs, "executor": None, "name": None}]
+    return [{**_node("workspace", 3, 8, 0, acc=0.5), "rev": "workspace"}, baseline]
+
+
+def test_runs_are_read_from_exp_show_json() -> None:
+    runs = runs_from_exp_show(_exp_show())
+    assert len(runs) == 12  # experiments only: commit, workspace and the queued one are left out
+    assert runs[0].params["split.train_per_class"] == 1
+    assert runs[0].metrics["metrics/test.json:accuracy"] == pytest.approx(0.2 / 1.2)
+    assert len(runs_from_exp_show(_exp_show(), include_commits=True)) == 13
+
+
+def test_aggregate_pools_seeds_per_setting_and_x() -> None:
+    cells, label = aggregate(runs_from_exp_show(_exp_show()))
+    assert label == "images per class"
+    assert {c.group for c in cells} == {"no augmentation", "factor 8, recipe medium"}
+    cell = next(c for c in cells if c.group == "no augmentation" and c.x == 2)
+    assert len(cell.values) == 2
+    assert cell.mean == pytest.approx(100 * (0.4 + 0.005) / 1.2)
+    assert cell.std == pytest.approx(100 * 0.01 / 1.2 / math.sqrt(2))
+
+
+def test_train_fraction_is_the_x_axis_when_no_run_sets_a_count() -> None:
+    run = Run("r", {"split.train_per_class": None, "split.train_fraction": 0.3}, {"m:acc": 0.5})
+    cells, label = aggregate([run], metric="m:acc")
+    assert label.startswith("train fraction") and cells[0].x == pytest.approx(30.0)
+
+
+def test_group_label_names_the_augmentation_setting() -> None:
+    assert group_label({"augment.factor": 1, "augment.recipe": "medium"}, ["augment.factor"]) == (
+        "no augmentation"
+    )
+    assert group_label({"augment.factor": 8, "train.source": "split"}, []) == "no augmentation"
+    groups = ["augment.factor", "augment.recipe"]
+    assert group_label({"augment.factor": 8, "augment.recipe": "heavy"}, groups) == (
+        "factor 8, recipe heavy"
+    )
+    more = [*groups, "train.epochs"]
+    assert group_label({"augment.factor": 1, "train.epochs": 200}, more) == (
+        "no augmentation, epochs 200"
+    )
+
+
+def test_report_writes_table_fit_and_plot(tmp_path: Path) -> None:
+    runs = runs_from_exp_show(_exp_show())
+    text = write_report(runs, tmp_path / "efficiency")
+    assert "| no augmentation | 4 | 2 |" in text
+    assert text.count("R^2 =") == 2
+    assert (tmp_path / "efficiency.csv").read_text().count("\n") == 1 + 6
+    with Image.open(tmp_path / "efficiency.png") as image:
+        assert image.size == (760, 480)
+    assert fits(aggregate(runs)[0])["no augmentation"] is not None

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tiny_faces import make_dataset
+
+from pipeline.backbones import count_trainable, freeze_layers, get_backbone, load_model
+from pipeline.config import TrainParams, load_params
+from pipeline.errors import UserError
+from stages import train
+from stages.train import EarlyStopping, batches, build_model, make_schedule, mix_batch, rise_epoch
+
+FAST = {"train.image_size": 32, "train.epochs": 3, "train.batch_size": 8, "train.device": "cpu"}
+
+
+def params(**changes: Any) -> TrainParams:
+    return load_params(overrides={**FAST, **{f"train.{k}": v for k, v in changes.items()}}).train
+
+
+# --- pure pieces ------------------------------------------------------------------------
+
+
+def test_rise_epoch_on_a_known_curve() -> None:
+    curve = [0.10, 0.50, 0.80, 0.85, 0.90, 0.88]  # best 0.90 -> 90 % of it is 0.81
+    assert rise_epoch(curve) == 4
+    assert rise_epoch(curve, fraction=0.5) == 2
+    assert rise_epoch([0.7, 0.6]) == 1
+    assert rise_epoch([]) is None and rise_epoch([0.0, 0.0]) is None
+
+
+def test_mixup_none_gives_one_hot_targets() -> None:
+    x, y = torch.rand(4, 3), torch.tensor([0, 1, 2, 1])
+    mixed, target, hard = mix_batch(x, y, 3, "none", (1.0, 1.0), np.random.default_rng(0))
+    assert torch.equal(mixed, x) and torch.equal(hard, y)
+    assert torch.equal(target, torch.eye(3)[y])
+
+
+def test_label_mixup_mixes_inputs_and_labels_with_one_lambda() -> None:
+    x, y = torch.rand(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed, target, hard = mix_batch(x, y, 3, "label", (0.4, 0.4), np.random.default_rng(7))
+    replay = np.random.default_rng(7)
+    lam, perm = replay.beta(0.4, 0.4), torch.from_numpy(replay.permutation(6))
+    onehot = torch.eye(3)[y]
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    assert torch.allclose(target, lam * onehot + (1 - lam) * onehot[perm])
+    assert torch.allclose(target.sum(1), torch.ones(6))
+    assert torch.equal(hard, y if lam >= 0.5 else y[perm])
+
+
+def test_data_mixup_keeps_the_dominant_images_label() -> None:
+    rng = np.random.default_rng(0)
+    y = torch.arange(8)
+    own = 0
+    for _ in range(2000):
+        _, target, hard = mix_batch(torch.rand(8, 2), y, 8, "data", (2.0, 1.0), rng)
+        assert torch.equal(target, torch.eye(8)[hard])  # hard one-hot, never a blend
+        own += int(torch.equal(hard, y))
+    # Beta(2, 1): P(lambda >= 0.5) = 0.75, so the batch's own label dominates 3 times in 4.
+    assert 0.70 < own / 2000 < 0.80
+
+
+def test_batches_cover_everything_without_a_batch_of_one() -> None:
+    chunks = batches(torch.arange(33), 32)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(33))
+    assert min(len(c) for c in chunks) > 1 and max(len(c) for c in chunks) <= 32
+
+
+def test_early_stopping_tracks_best_and_patience() -> None:
+    stop = EarlyStopping(patience=2)
+    for epoch, (acc, loss) in enumerate([(0.5, 1.0), (0.7, 0.9), (0.7, 0.8), (0.6, 0.7)], 1):
+        stop.update(epoch, acc, loss)
+    assert stop.best_epoch == 3 and not stop.should_stop  # tie on accuracy, lower loss
+    stop.update(5, 0.6, 0.7)
+    assert stop.should_stop
+
+
+def test_step_schedule_drops_at_the_given_fractions() -> None:
+    p = params(schedule="step", epochs=8, step_at=[0.5, 0.75], step_gamma=0.1, lr=1.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+    schedule, lrs = make_schedule(optimizer, p), []
+    for _ in range(p.epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+# --- freeze modes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("freeze", ["all", 0, 10, 0.5])
+def test_each_freeze_mode_trains_only_what_it_should(freeze: str | int | float) -> None:
+    backbone = get_backbone("efficientnet_lite0")
+    model, n_frozen = build_model(params(freeze=freeze), backbone, 32, n_classes=3)
+    layers = freeze_layers(model.trunk)
+    sizes = [sum(p.numel() for p in m.parameters(recurse=False)) for _, m in layers]
+    expected_frozen = {"all": len(layers), 0: 0, 10: 10, 0.5: round(0.5 * len(layers))}[freeze]
+    assert n_frozen == expected_frozen
+    assert count_trainable(model) == sum(sizes[n_frozen:]) + 1280 * 3 + 3
+    assert count_trainable(model.head) == 1280 * 3 + 3
+
+
+def test_scratch_backbone_cannot_be_frozen() -> None:
+    with pytest.raises(UserError, match="freeze: 0"):
+        build_model(params(backbone="small_cnn", freeze="all"), get_backbone("small_cnn"), 32, 3)
+
+
+# --- the stage --------------------------------------------------------------------------
+
+
+def _run(p: TrainParams, split: Path, aug: Path, seed: int = 0) -> dict[str, Any]:
+    report = train.run(p, seed, aug, split, Path("models"), Path("dvclive"))
+    return report.to_dict()
+
+
+def test_linear_probe_on_cached_features_learns_and_logs(in_tmp: Path) -> None:
+    split, aug = make_dataset(Path("data"))
+    result = _run(params(epochs=15, lr=0.01), split, aug)
+    assert result["in"] == 12  # 3 classes x 2 train images x 2 copies
+    assert result["trainable_params"] == 1280 * 3 + 3 and result["feature_cache_s"] > 0
+    assert result["best_val_acc"] == 1.0 and 1 <= result["rise_epoch"] <= result["epochs_run"]
+    summary = json.loads(Path("dvclive/metrics.json").read_text())
+    assert summary["best_val_acc"] == 1.0 and summary["images_per_s"] > 0
+    curve = Path("dvclive/plots/metrics/val/acc.tsv").read_text().splitlines()
+    assert len(curve) == 1 + result["epochs_run"]  # header + one row per epoch
+    model, _, meta = load_model(Path("models"))
+    assert model.head.out_features == 3
+    assert meta["classes"] == ["class0", "class1", "class2"] and meta["image_size"] == 32
+
+
+def test_training_is_reproducible_with_a_seed(in_tmp: Path) -> None:
+    split, aug = make_dataset(Path("data"))
+    p = params(backbone="small_cnn", freeze=0, epochs=2, mixup="label")
+    _run(p, split, aug)
+    first = torch.load("models/model.pt")
+    _run(p, split, aug)
+    second = torch.load("models/model.pt")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_head_warmup_trains_the_head_alone_then_unfreezes(in_tmp: Path) -> None:
+    split, aug = make_dataset(Path("data"), val=0)  # no validation: the last epoch is kept
+    p = params(backbone="small_cnn", freeze=0, epochs=1, head_warmup_epochs=1)
+    torch.manual_seed(0)  # the stage seeds before building: the same initial weights
+    initial = build_model(p, get_backbone("small_cnn"), 32, 3)[0].state_dict()
+    trunk_keys = [k for k in initial if k.startswith("trunk.")]
+    _run(p, split, aug)
+    warmed = torch.load("models/model.pt")
+    assert all(torch.equal(warmed[k], initial[k]) for k in trunk_keys)
+    assert not torch.equal(warmed["head.weight"], initial["head.weight"])
+    _run(params(backbone="small_cnn", freeze=0, epochs=2, head_warmup_epochs=1), split, aug)
+    tuned = torch.load("models/model.pt")
+    assert not all(torch.equal(tuned[k], initial[k]) for k in trunk_keys)
+
+
+def test_source_split_trains_on_the_split_rows(in_tmp: Path) -> None:
+    split, aug = make_dataset(Path("data"))
+    result = _run(params(source="split", epochs=1), split, aug)
+    assert result["in"] == 6 and result["n_val"] == 3
+
+
+# --- DVC wiring -------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sh(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _commit_upstream(root: Path) -> None:
+    """Record every stage before train as done, on tiny real split / augment outputs.
+
+    Only train and evaluate then really run, so the test checks their wiring in the real
+    dvc.yaml without the cost (or the moving parts) of detect ... augment.
+    """
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    upstream = [name for name in stages if name not in ("train", "evaluate")]
+    for name in upstream:
+        for entry in stages[name].get("deps", []) + stages[name].get("outs", []):
+            path = root / (entry if isinstance(entry, str) else next(iter(entry)))
+            if path.exists():
+                continue
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}\n")
+            else:
+                path.mkdir(parents=True)
+    _sh("dvc", "commit", "-f", "-q", *upstream, cwd=root)
+
+
+@pytest.mark.slow
+def test_changing_train_lr_reruns_train_and_evaluate_but_not_augment(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    for package in ("pipeline", "stages"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__py*"))
+    settings = yaml.safe_load((root / "params.yaml").read_text())
+    settings["train"].update(image_size=32, epochs=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        make_dataset(Path("data"))
+    finally:
+        os.chdir(cwd)
+    _sh("git", "init", "-q", cwd=root)
+    _sh("dvc", "init", "-q", cwd=root)
+    _sh("git", "add", "-A", cwd=root)
+    _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    _commit_upstream(root)
+    first = _sh("dvc", "repro", cwd=root)
+    assert "Running stage 'train'" in first and "Running stage 'evaluate'" in first
+    assert "up to date" in _sh("dvc", "status", cwd=root)
+
+    settings["train"]["lr"] = settings["train"]["lr"] / 2
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    assert set(json.loads(_sh("dvc", "status", "--json", cwd=root))) == {"train"}
+    log = _sh("dvc", "repro", cwd=root)
+    assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
+    for upstream in ("augment", "split"):
+        assert f"Running stage '{upstream}'" not in log
+    shown = _sh("dvc", "metrics", "show", cwd=root)
+    assert "metrics/test.json" in shown and "dvclive/metrics.json" in shown
