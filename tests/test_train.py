@@ -213,16 +213,16 @@ def test_changing_train_lr_reruns_train_and_evaluate_but_not_augment(tmp_path: P
     settings = yaml.safe_load((root / "params.yaml").read_text())
     settings["train"].update(image_size=32, epochs=2)
     (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    cwd = Path.cwd()
-    os.chdir(root)
-    try:
-        make_dataset(Path("data"))
-    finally:
-        os.chdir(cwd)
     _sh("git", "init", "-q", cwd=root)
     _sh("dvc", "init", "-q", cwd=root)
     _sh("git", "add", "-A", cwd=root)
     _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:  # after the commit: these stand for DVC outputs, which git must not track
+        make_dataset(Path("data"))
+    finally:
+        os.chdir(cwd)
     _commit_upstream(root)
     first = _sh("dvc", "repro", cwd=root)
     assert "Running stage 'train'" in first and "Running stage 'evaluate'" in first
