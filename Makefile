@@ -28,7 +28,7 @@ demo: install
 	@echo
 	@$(BIN)/prep summary
 	@echo
-	@$(BIN)/dvc metrics show
+	@$(BIN)/dvc metrics show metrics/test.json reports/baseline.json
 
 # Real photos for the identity tests (Obama x3, Biden; MIT licence): the test images inside
 # the face_recognition 1.3.0 sdist on PyPI, fetched once with pip; tests read the tarball.

@@ -60,8 +60,9 @@ class Recipe(ABC):
 
     def replay(self, image: np.ndarray, params: Any) -> np.ndarray:
         """Reproduce an output from its recorded params, where the recipe allows it."""
-        raise NotImplementedError(
-            f"recipe {self.name!r} replays from its seed: apply(image, seed, variant)"
+        raise UserError(
+            f"recipe {self.name!r} cannot replay from recorded params; "
+            "re-create an output from its seed instead: apply(image, seed, variant)"
         )
 
     def check_variants(self, variants: range) -> None:

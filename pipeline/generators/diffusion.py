@@ -10,6 +10,7 @@ tiling and model CPU offload for small cards.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,7 +71,7 @@ def place(pipe: Any, device: torch.device, params: GenerateParams) -> dict[str, 
     return enabled
 
 
-class DiffusionGenerator:
+class DiffusionGenerator(ABC):
     """Shared loading, batching and seeding; subclasses say what one call looks like."""
 
     name: ClassVar[str]
@@ -98,7 +99,7 @@ class DiffusionGenerator:
         self.pipe = load_pipeline(cls, self.model, self.dtype)
         self.options = place(self.pipe, self.device, params)
 
-    def check(self, params: GenerateParams) -> None:
+    def check(self, params: GenerateParams) -> None:  # noqa: B027 - optional hook
         """Refuse settings the backend cannot honour, before loading a model."""
 
     def generate(self, jobs: Sequence[Job]) -> list[Variant]:
@@ -132,11 +133,13 @@ class DiffusionGenerator:
         applied = {**self.describe(job), "model": self.model, **self.options}
         return Variant(resize_rgb(rgb, width, height), applied)
 
+    @abstractmethod
     def call_args(self, jobs: Sequence[Job]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The pipeline's keyword arguments for a batch (prompts, images, strengths)."""
 
+    @abstractmethod
     def describe(self, job: Job) -> dict[str, Any]:
-        raise NotImplementedError
+        """The backend-specific parameters applied to one job, for the manifest."""
 
 
 @GENERATORS.register(
