@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from dvc_project import copy_project, init_repo, set_params, sh
 
 from pipeline.config import load_params
 from pipeline.embedders import Embeddings, save_embeddings
 from pipeline.errors import StageError
 from pipeline.manifest import Row, write_manifest
 from stages import baseline
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def _split_rows(
@@ -86,34 +80,13 @@ def test_missing_embedding_and_missing_test_rows_are_errors(tmp_path: Path) -> N
 # ---------------------------------------------------------------- under DVC
 
 
-def sh(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def _set_params(path: Path, changes: dict[str, dict[str, object]]) -> None:
-    params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def project(sample_raw, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project with the session's sample as data/raw, `dvc repro baseline` done once."""
-    root = tmp_path_factory.mktemp("dvc_identity")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    for package in ("pipeline", "stages"):
-        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__py*"))
+    split = {"split": {"train_per_class": 2, "val_per_class": 1}}
+    root = copy_project(tmp_path_factory.mktemp("dvc_identity"), split)
     shutil.copytree(sample_raw.root, root / "data" / "raw")
-    _set_params(root / "params.yaml", {"split": {"train_per_class": 2, "val_per_class": 1}})
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    init_repo(root)
     sh("dvc", "repro", "baseline", cwd=root)
     return root
 
@@ -132,7 +105,7 @@ def test_baseline_accuracy_is_a_dvc_metric(project: Path) -> None:
 def test_a_clean_threshold_change_recomputes_no_embedding(project: Path) -> None:
     embed_report = (project / "reports" / "embed.json").read_text()
     assert json.loads(embed_report)["computed"] > 0
-    _set_params(project / "params.yaml", {"clean": {"wrong_identity_relative": 1.6}})
+    set_params(project / "params.yaml", {"clean": {"wrong_identity_relative": 1.6}})
     stale = set(json.loads(sh("dvc", "status", "--json", cwd=project)))
     assert "clean" in stale and not {"detect", "embed"} & stale  # downstream waits on clean
     log = sh("dvc", "repro", "baseline", cwd=project)

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from dvc_project import copy_project, init_repo, set_params, sh
 
 from pipeline.manifest import read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -25,34 +19,12 @@ TINY = {
 }
 
 
-def sh(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def _set_params(path: Path, changes: dict[str, dict[str, object]]) -> None:
-    params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project with tiny params, sample data, and one `dvc repro` done."""
-    root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    for package in ("pipeline", "stages"):
-        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__py*"))
-    _set_params(root / "params.yaml", TINY)
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
+    root = copy_project(tmp_path_factory.mktemp("project"), TINY)
     sh("prep", "sample-data", "data/raw", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    init_repo(root)
     sh("dvc", "repro", cwd=root)
     return root
 
@@ -72,7 +44,7 @@ def test_repro_runs_every_stage_and_accounts_for_every_file(project: Path) -> No
 
 def test_changing_an_augment_param_reruns_augment_alone(project: Path) -> None:
     assert "up to date" in sh("dvc", "status", cwd=project)
-    _set_params(project / "params.yaml", {"augment": {"factor": 3}})
+    set_params(project / "params.yaml", {"augment": {"factor": 3}})
 
     diff = sh("dvc", "params", "diff", cwd=project)
     assert "augment.factor" in diff and "4" in diff and "3" in diff

@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from dvc_project import copy_project, init_repo, set_params, sh
 from tiny_faces import make_dataset
 
 from pipeline.backbones import count_trainable, freeze_layers, get_backbone, load_model
@@ -171,15 +169,6 @@ def test_source_split_trains_on_the_split_rows(in_tmp: Path) -> None:
 
 # --- DVC wiring -------------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _sh(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
 
 def _commit_upstream(root: Path) -> None:
     """Record every stage before train as done, on tiny real split / augment outputs.
@@ -199,24 +188,13 @@ def _commit_upstream(root: Path) -> None:
                 path.write_text("{}\n")
             else:
                 path.mkdir(parents=True)
-    _sh("dvc", "commit", "-f", "-q", *upstream, cwd=root)
+    sh("dvc", "commit", "-f", "-q", *upstream, cwd=root)
 
 
 @pytest.mark.slow
 def test_changing_train_lr_reruns_train_and_evaluate_but_not_augment(tmp_path: Path) -> None:
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    for package in ("pipeline", "stages"):
-        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__py*"))
-    settings = yaml.safe_load((root / "params.yaml").read_text())
-    settings["train"].update(image_size=32, epochs=2)
-    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    _sh("git", "init", "-q", cwd=root)
-    _sh("dvc", "init", "-q", cwd=root)
-    _sh("git", "add", "-A", cwd=root)
-    _sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    root = copy_project(tmp_path / "project", {"train": {"image_size": 32, "epochs": 2}})
+    init_repo(root)
     cwd = Path.cwd()
     os.chdir(root)
     try:  # after the commit: these stand for DVC outputs, which git must not track
@@ -224,16 +202,16 @@ def test_changing_train_lr_reruns_train_and_evaluate_but_not_augment(tmp_path: P
     finally:
         os.chdir(cwd)
     _commit_upstream(root)
-    first = _sh("dvc", "repro", cwd=root)
+    first = sh("dvc", "repro", cwd=root)
     assert "Running stage 'train'" in first and "Running stage 'evaluate'" in first
-    assert "up to date" in _sh("dvc", "status", cwd=root)
+    assert "up to date" in sh("dvc", "status", cwd=root)
 
-    settings["train"]["lr"] = settings["train"]["lr"] / 2
-    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    assert set(json.loads(_sh("dvc", "status", "--json", cwd=root))) == {"train"}
-    log = _sh("dvc", "repro", cwd=root)
+    lr = yaml.safe_load((root / "params.yaml").read_text())["train"]["lr"]
+    set_params(root / "params.yaml", {"train": {"lr": lr / 2}})
+    assert set(json.loads(sh("dvc", "status", "--json", cwd=root))) == {"train"}
+    log = sh("dvc", "repro", cwd=root)
     assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
     for upstream in ("augment", "split"):
         assert f"Running stage '{upstream}'" not in log
-    shown = _sh("dvc", "metrics", "show", cwd=root)
+    shown = sh("dvc", "metrics", "show", cwd=root)
     assert "metrics/test.json" in shown and "dvclive/metrics.json" in shown
