@@ -22,7 +22,8 @@ from pipeline.report import StageReport
 
 app = typer.Typer(
     help=(
-        "Few-shot image dataset preparation: detect -> clean -> split -> augment.\n\n"
+        "Few-shot image dataset preparation: detect -> embed -> clean -> split -> "
+        "(generate) -> augment -> train -> evaluate.\n\n"
         "Every stage reads and writes CSV manifests under data/ and a summary under "
         "reports/. Run the whole pipeline with `dvc repro`, or any stage on its own."
     ),
@@ -195,8 +196,11 @@ def clean(
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Drop duplicates, blurry and too-small faces, the wrong person, the same face under
-    two names, and too-small classes; group look-alikes so split keeps them together."""
+    """Drop duplicates, blurry or tiny faces, wrong people, label conflicts, small classes.
+
+    Checks run in order and each reject gets the most specific reason; look-alikes that
+    survive share a group, which split keeps on one side.
+    """
     from stages import clean as stage
 
     p = stage_params("clean", params, set_)
