@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.config import GenerateParams
 from pipeline.files import atomic_write_bytes, prepare_output_dir, remove_unlisted_files
 from pipeline.files import sha256_bytes as sha256_of
-from pipeline.generators.shard import Shard, current_shard
+from pipeline.generators.shard import Shard, launched_shard
 from pipeline.images import ImageError, encode_jpeg, load_rgb
 from pipeline.manifest import (
     IMAGE_SUFFIXES,
@@ -79,18 +79,18 @@ def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) 
     if params.enabled:
         _backend(params)  # an unknown name fails before anything is read or written
     rows = train_rows(read_manifest(split_manifest))
-    shard = current_shard() if params.enabled else Shard()
-    if shard.is_main:
-        prepare_output_dir(out_dir)
-    shard.barrier()  # no process writes before the folder is ready
     plan = plan_variants(rows, params, seed, out_dir) if params.enabled else []
-    started = time.perf_counter()
-    outcomes = shard.gather(_generate(plan, params, shard)) if plan else []
-    elapsed = time.perf_counter() - started
-    kept = [row for _, o in sorted(outcomes, key=_index) for row in o.kept]
-    rejects = [row for _, o in sorted(outcomes, key=_index) for row in o.rejected]
-    if shard.is_main:
-        _write(out_dir, kept, rejects)
+    with launched_shard(params.enabled) as shard:
+        if shard.is_main:
+            prepare_output_dir(out_dir)
+        shard.barrier()  # no process writes before the folder is ready
+        started = time.perf_counter()
+        outcomes = shard.gather(_generate(plan, params, shard)) if plan else []
+        elapsed = time.perf_counter() - started
+        kept = [row for _, o in sorted(outcomes, key=_index) for row in o.kept]
+        rejects = [row for _, o in sorted(outcomes, key=_index) for row in o.rejected]
+        if shard.is_main:
+            _write(out_dir, kept, rejects)
     n_planned = sum(len(variants) for variants in plan)
     extra = _metrics(params, kept, rejects, len(rows), n_planned, elapsed)
     return StageReport.from_rows(STAGE, n_planned, kept, rejects, **extra)

@@ -12,7 +12,8 @@ with or without GPUs. Without a launcher nothing here imports torch.distributed.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,10 +49,30 @@ class Shard:
         return [item for share in shares for item in share]
 
 
-def current_shard() -> Shard:
-    """This process's place among the launched ones; pins CUDA to its local GPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Shard()
+@contextmanager
+def launched_shard(enabled: bool = True) -> Iterator[Shard]:
+    """This process's place among the launched ones, for the length of a stage.
+
+    On success every process waits for the others (so no process exits before the
+    main one has written the manifest); in every case the process group is torn
+    down before the interpreter exits, because gloo's threads abort the process
+    ("terminate called without an active exception") if they are left running.
+    """
+    if not enabled or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield Shard()
+        return
+    import torch.distributed as dist
+
+    shard = _join_launch()
+    try:
+        yield shard
+        shard.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _join_launch() -> Shard:
+    """Joins the launcher's process group; pins CUDA to this process's local GPU."""
     import torch
     import torch.distributed as dist
 
