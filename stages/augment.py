@@ -31,11 +31,11 @@ import simplejpeg
 from pipeline.config import AugmentParams
 from pipeline.errors import UserError
 from pipeline.files import (
-    atomic_write_bytes,
     prepare_output_dir,
     remove_unlisted_files,
     sha256_bytes,
     sha256_file,
+    write_listed_file,
 )
 from pipeline.images import ImageError, decode_rgb, encode_jpeg
 from pipeline.manifest import (
@@ -315,7 +315,7 @@ def _expand(job: Job) -> Outcome:
             extra = _original_columns(job)
         else:
             out, extra = _augment(image, job.sha256, variant)
-        atomic_write_bytes(Path(path), out)
+        write_listed_file(path, out)
         rows.append(_output_row(job, path, out, variant, extra))
     return Outcome(rows)
 

@@ -25,10 +25,10 @@ from pipeline.detectors import DETECTORS, Face, FaceDetector, eye_angle
 from pipeline.devices import resolve_device
 from pipeline.errors import UserError
 from pipeline.files import (
-    atomic_write_bytes,
     prepare_output_dir,
     remove_unlisted_files,
     sha256_bytes,
+    write_listed_file,
 )
 from pipeline.images import ImageError, encode_jpeg, load_rgb
 from pipeline.manifest import (
@@ -76,8 +76,8 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     seconds = max(time.perf_counter() - started, 1e-9)
     kept, detect_rejects = writer.results()
     rejects += detect_rejects
-    write_manifest(out_dir / "manifest.csv", kept, MANIFEST_COLUMNS)
     write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
+    write_manifest(out_dir / "manifest.csv", kept, MANIFEST_COLUMNS)  # last: run complete
     remove_unlisted_files(out_dir, {Path(r["path"]) for r in kept}, {".jpg"})
     return StageReport.from_rows(
         STAGE, n_files, kept, rejects,
@@ -159,12 +159,12 @@ class CropWriter:
                 ]
 
     def _write(self, image: np.ndarray, row: Row, face: Face, index: int) -> Row:
-        """Crop, encode and atomically write one face; return its manifest row."""
+        """Crop, encode and write one face; return its manifest row."""
         face = rounded(face)  # the crop is rebuilt from exactly what the manifest records
         p = self.params
         data = encode_jpeg(crop_face(image, face, p.size, p.margin, p.align), p.jpeg_quality)
         path = self._name(row, index)
-        atomic_write_bytes(path, data)
+        write_listed_file(path, data)
         return {
             "path": to_posix(path),
             "label": row["label"],

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config import GenerateParams
-from pipeline.files import atomic_write_bytes, prepare_output_dir, remove_unlisted_files
+from pipeline.files import prepare_output_dir, remove_unlisted_files, write_listed_file
 from pipeline.files import sha256_bytes as sha256_of
 from pipeline.generators.shard import Shard, launched_shard
 from pipeline.images import ImageError, encode_jpeg, load_rgb
@@ -211,7 +211,7 @@ def _gate_and_write(
             rejected.append(_rejected(p, "identity_lost", detail, variant.applied, distance))
             continue
         data = encode_jpeg(variant.image, quality)
-        atomic_write_bytes(Path(p.path), data)
+        write_listed_file(p.path, data)
         kept.append(_kept(p, variant.applied, distance, sha256_of(data)))
     return Outcome(kept, rejected)
 
@@ -259,8 +259,8 @@ def _fmt(distance: float) -> str:
 
 
 def _write(out_dir: Path, kept: list[Row], rejects: list[Row]) -> None:
-    write_manifest(out_dir / "manifest.csv", kept, columns_for(kept, COLUMNS))
     write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
+    write_manifest(out_dir / "manifest.csv", kept, columns_for(kept, COLUMNS))  # last: complete
     remove_unlisted_files(out_dir, {Path(row["path"]) for row in kept}, IMAGE_SUFFIXES)
 
 

@@ -3,7 +3,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes, prepare_output_dir, remove_unlisted_files
+from pipeline.files import (
+    atomic_write_bytes,
+    prepare_output_dir,
+    remove_unlisted_files,
+    write_listed_file,
+)
 from pipeline.manifest import read_manifest, scan_image_folder, to_posix, write_manifest
 from pipeline.parallel import parallel_map
 from pipeline.registry import Registry, UnknownNameError
@@ -55,6 +60,36 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
 def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
     atomic_write_bytes(tmp_path / "f.bin", b"x")
     assert (tmp_path / "f.bin").stat().st_mode & 0o044 == 0o044  # group/others may read
+
+
+def test_listed_files_are_created_with_their_folder_and_ordinary_permissions(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "class0" / "a_00.jpg"
+    write_listed_file(str(target), b"new")
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o044 == 0o044
+    assert [p.name for p in target.parent.iterdir()] == ["a_00.jpg"]  # no temp file on the way
+
+
+def test_a_listed_file_that_exists_is_replaced_never_modified(tmp_path: Path) -> None:
+    """A DVC cache hardlink to the old output must keep the old bytes."""
+    target, cache_link = tmp_path / "a_00.jpg", tmp_path / "cache_copy"
+    target.write_bytes(b"old")
+    cache_link.hardlink_to(target)
+    write_listed_file(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert cache_link.read_bytes() == b"old"
+    with pytest.raises(TypeError):  # a failed rewrite keeps the complete old file
+        write_listed_file(target, object())  # type: ignore[arg-type]
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_00.jpg", "cache_copy"]
+
+
+def test_a_failed_new_listed_file_is_removed(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        write_listed_file(tmp_path / "a_00.jpg", object())  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_prepare_output_dir_refuses_a_foreign_folder(tmp_path: Path) -> None:
