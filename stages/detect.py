@@ -76,9 +76,9 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     seconds = max(time.perf_counter() - started, 1e-9)
     kept, detect_rejects = writer.results()
     rejects += detect_rejects
+    remove_unlisted_files(out_dir, {Path(r["path"]) for r in kept}, {".jpg"})
     write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
     write_manifest(out_dir / "manifest.csv", kept, MANIFEST_COLUMNS)  # last: run complete
-    remove_unlisted_files(out_dir, {Path(r["path"]) for r in kept}, {".jpg"})
     return StageReport.from_rows(
         STAGE, n_files, kept, rejects,
         photos_kept=len({r["source"] for r in kept}),

@@ -259,9 +259,9 @@ def _fmt(distance: float) -> str:
 
 
 def _write(out_dir: Path, kept: list[Row], rejects: list[Row]) -> None:
+    remove_unlisted_files(out_dir, {Path(row["path"]) for row in kept}, IMAGE_SUFFIXES)
     write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
     write_manifest(out_dir / "manifest.csv", kept, columns_for(kept, COLUMNS))  # last: complete
-    remove_unlisted_files(out_dir, {Path(row["path"]) for row in kept}, IMAGE_SUFFIXES)
 
 
 def _metrics(
