@@ -30,14 +30,15 @@ demo: install
 	@echo
 	@$(BIN)/dvc metrics show metrics/test.json reports/baseline.json
 
-# Real photos for the identity tests (Obama x3, Biden; MIT licence): the test images inside
-# the face_recognition 1.3.0 sdist on PyPI, fetched once with pip; tests read the tarball.
-TEST_PHOTOS := .cache/test-photos/face_recognition-1.3.0.tar.gz
+# Real photos for the tests, inside two sdists on PyPI, fetched once with pip; tests read the
+# tarballs (demo/real_faces.py): face_recognition 1.3.0's test images (Obama, Biden; MIT) and
+# dlib 19.5.0's 5 x 11 real headshots and group photos (`prep real-faces` writes them out).
+TEST_PHOTOS := .cache/test-photos/face_recognition-1.3.0.tar.gz .cache/test-photos/dlib-19.5.0.tar.gz
 
-$(TEST_PHOTOS):
+.cache/test-photos/%.tar.gz:
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
-		face_recognition==1.3.0 -d $(dir $@) \
-		|| echo "warning: could not fetch $(notdir $@); the real-photo identity tests will skip"
+		$$(echo $* | sed 's/-\([0-9][0-9.]*\)$$/==\1/') -d $(dir $@) \
+		|| echo "warning: could not fetch $(notdir $@); the real-photo tests will skip"
 
 test: install $(TEST_PHOTOS)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

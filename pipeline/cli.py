@@ -114,6 +114,39 @@ def sample_data(
     )
 
 
+@app.command("real-faces")
+@user_errors
+def real_faces(
+    out: Annotated[Path, typer.Argument(help="Folder to create, e.g. data/raw")] = Path("data/raw"),
+    with_faults: Annotated[
+        bool, typer.Option(help="Add a Barack_Obama class with real faults (see below)")
+    ] = False,
+    cache: Annotated[Path, typer.Option(help="Where the fetched tarballs are kept")] = Path(
+        ".cache/test-photos"
+    ),
+    truth: Annotated[
+        Path | None, typer.Option(help="Ground-truth JSON (default: <out>_truth.json beside out)")
+    ] = None,
+) -> None:
+    """Write real face photos from PyPI packages: judge the pipeline on real faces.
+
+    dlib 19.5.0's source tarball ships 5 people x 11 aligned headshots (4 of them
+    duplicates, listed in the truth file). --with-faults adds face_recognition 1.3.0's
+    Obama photos: a PNG copy, two crops with the face cut off, a crop of one photo,
+    and Biden as the wrong person. The tarballs are fetched once with pip (PyPI only).
+    """
+    from demo.real_faces import write_real_faces, write_truth
+
+    truth = truth or out.parent / f"{out.name}_truth.json"
+    ground_truth = write_real_faces(out, cache, with_faults)
+    write_truth(truth, ground_truth)
+    classes = sorted({e["label"] for e in ground_truth["files"]})
+    typer.echo(
+        f"wrote {len(ground_truth['files'])} real photos of {len(classes)} people to {out}; "
+        f"ground truth in {truth}"
+    )
+
+
 @app.command()
 @user_errors
 def detect(

@@ -56,10 +56,26 @@ class DetectParams(Section):
     ambiguity_ratio: float = Field(
         ge=0.0, le=1.0, description="'largest' rejects when face #2 has this share of #1's area"
     )
+    presence_prob: float = Field(
+        ge=0.0, le=1.0, description="faces this sure count as people for multi_face"
+    )
+    max_outside: float = Field(
+        ge=0.0, le=1.0, description="largest share of the face outside the photo: truncated_face"
+    )
+    padding: Literal["constant", "reflect", "replicate"] = Field(
+        description="fill where the crop square leaves the photo (constant = black)"
+    )
+    shift_inside: bool = Field(description="move the crop square (up to the margin) into the photo")
     batch_size: int = Field(ge=1, le=512)
     max_side: int = Field(ge=64, description="photos are downscaled to this for detection")
     max_pixels: int = Field(ge=1, description="larger images are refused (decompression bombs)")
     jpeg_quality: int = Field(ge=50, le=100)
+
+    @model_validator(mode="after")
+    def _presence_below_min_prob(self) -> DetectParams:
+        if self.presence_prob > self.min_prob:
+            raise ValueError("presence_prob must not exceed min_prob (a sure face is present)")
+        return self
 
 
 class EmbedParams(Section):
@@ -86,8 +102,12 @@ class CleanParams(Section):
     wrong_identity_nearer_ratio: float | None = Field(
         default=..., gt=0.0, description="reject when own-centre distance > this x another's"
     )
-    duplicate_distance: float = Field(ge=0.0, description="embeddings closer: the same photo")
-    group_hamming: int = Field(ge=0, le=64, description="kept look-alikes: one group, one split")
+    duplicate_distance: float = Field(
+        ge=0.0, description="embeddings closer: checked pixel by pixel for the same photo"
+    )
+    same_photo_correlation: float = Field(
+        gt=0.0, le=1.0, description="registered crops correlating this much: the same photo"
+    )
 
 
 class SplitParams(Section):
@@ -170,6 +190,9 @@ class TrainParams(Section):
     )
     cache_features: bool
     head_warmup_epochs: int = Field(ge=0)
+    head_init: Literal["imprint", "random"] = Field(
+        description="imprint: the head starts from the class means of the training features"
+    )
     optimizer: Literal["sgd", "adam", "rmsprop"]
     lr: float = Field(gt=0.0, le=10.0)
     momentum: float = Field(ge=0.0, lt=1.0)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from pipeline.crops import Box
 from pipeline.errors import UserError
 from pipeline.files import atomic_write_bytes, sha256_file
 from pipeline.registry import Registry
@@ -43,8 +44,12 @@ class Embedder(Protocol):
     fingerprint: str  # model + options; cached vectors are valid only for the same value
     multiprocess: bool  # single-threaded inside: worth one process per core
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """``(len(crops), dim)`` float32 vectors for RGB uint8 face crops."""
+    def embed(self, crops: Sequence[np.ndarray], boxes: Sequence[Box] | None = None) -> np.ndarray:
+        """``(len(crops), dim)`` float32 vectors for RGB uint8 face crops.
+
+        ``boxes``: where the face is in each crop (``pipeline.crops.face_box_in_crop``);
+        without them the face is taken to be centred.
+        """
         ...
 
 
@@ -77,29 +82,54 @@ def _file_digest(path: Path) -> str:
     return sha256_file(path)[:12]
 
 
-class DlibEmbedder:
-    """dlib's face recognition ResNet on 5-landmark-aligned chips of each crop.
+class FaceChipper:
+    """dlib's aligned 150x150 face chip, cut from a face crop with its 5-point shape predictor.
 
-    A crop from detect is already a face with a known margin, so instead of
-    detecting again (which fails on small or synthetic faces) the 5-point shape
-    predictor runs on the square covering the central ``face_fraction`` of the
-    crop; dlib then cuts the 150x150 chip its network was trained on.
+    A crop from detect is already a face with a known place, so instead of detecting again
+    (which fails on small or synthetic faces) the shape predictor starts from the square
+    on the face box (or the central ``face_fraction`` of the crop), and dlib cuts the chip
+    its face network was trained on. The embedder and the ``dlib_resnet`` backbone share it.
     """
+
+    def __init__(self, face_fraction: float = 0.7) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise UserError(
+                "dlib face chips need dlib: pip install dlib-bin==20.0.1.post1"
+            ) from None
+        self._dlib = dlib
+        self.shape_file = face_models_dir() / DLIB_SHAPE
+        self._shape = dlib.shape_predictor(str(self.shape_file))
+        self.face_fraction = face_fraction
+
+    def __call__(self, crop: np.ndarray, box: Box | None = None) -> np.ndarray:
+        """The chip; ``box`` is the face in the crop (its longer side makes the square)."""
+        crop = np.ascontiguousarray(crop, dtype=np.uint8)
+        height, width = crop.shape[:2]
+        if box is None:
+            side = self.face_fraction * min(height, width)
+            cx, cy = width / 2, height / 2
+        else:
+            side = max(box[2] - box[0], box[3] - box[1])
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        left, top = round(cx - side / 2), round(cy - side / 2)
+        rect = self._dlib.rectangle(left, top, round(left + side), round(top + side))
+        return self._dlib.get_face_chip(crop, self._shape(crop, rect), size=DLIB_CHIP)
+
+
+class DlibEmbedder:
+    """dlib's face recognition ResNet on 5-landmark-aligned chips of each crop (FaceChipper)."""
 
     name = "dlib"
     dim = 128
     multiprocess = True  # dlib's CPU network runs on one thread
 
     def __init__(self, num_jitters: int = 0, face_fraction: float = 0.7) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise UserError(
-                "the dlib embedder needs dlib: pip install dlib-bin==20.0.1.post1"
-            ) from None
+        self.chip = FaceChipper(face_fraction)
+        import dlib
+
         models = face_models_dir()
-        self._dlib = dlib
-        self._shape = dlib.shape_predictor(str(models / DLIB_SHAPE))
         self._net = dlib.face_recognition_model_v1(str(models / DLIB_MODEL))
         self.num_jitters = num_jitters
         self.face_fraction = face_fraction
@@ -108,19 +138,10 @@ class DlibEmbedder:
             f":jitters={num_jitters}:fraction={face_fraction:g}"
         )
 
-    def chip(self, crop: np.ndarray) -> np.ndarray:
-        """The aligned 150x150 chip dlib's network expects, from one face crop."""
-        crop = np.ascontiguousarray(crop, dtype=np.uint8)
-        height, width = crop.shape[:2]
-        side = self.face_fraction * min(height, width)
-        left, top = round((width - side) / 2), round((height - side) / 2)
-        rect = self._dlib.rectangle(left, top, round(left + side), round(top + side))
-        return self._dlib.get_face_chip(crop, self._shape(crop, rect), size=DLIB_CHIP)
-
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def embed(self, crops: Sequence[np.ndarray], boxes: Sequence[Box] | None = None) -> np.ndarray:
         if not crops:
             return np.zeros((0, self.dim), dtype=np.float32)
-        chips = [self.chip(crop) for crop in crops]
+        chips = [self.chip(crop, boxes[i] if boxes else None) for i, crop in enumerate(crops)]
         # One call for the whole batch (dlib's list overload); results equal single calls.
         vectors = self._net.compute_face_descriptor(chips, self.num_jitters)
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
@@ -169,7 +190,8 @@ class FacenetEmbedder:
         origin = _file_digest(Path(weights)) if weights else "vggface2"
         self.fingerprint = f"facenet:inception_resnet_v1:{origin}"
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    def embed(self, crops: Sequence[np.ndarray], boxes: Sequence[Box] | None = None) -> np.ndarray:
+        # FaceNet takes the whole aligned crop; its training crops had a margin as ours do.
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack(

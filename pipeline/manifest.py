@@ -23,6 +23,7 @@ Row = dict[str, str]
 COLUMN_ORDER = [
     "path", "label", "source", "sha256", "source_sha256",
     "box", "landmarks", "prob", "face_px", "face_index",
+    "crop_matrix", "source_size", "face_outside", "other_faces",
     "blur", "phash", "group",
     "split", "kind", "parent", "recipe", "variant", "params", "seed",
     "stage", "reason", "detail",

@@ -13,33 +13,43 @@ of a duplicate, the same face in another class, or for wrong_identity the image
 it resembles most in the nearer class, else its own class's most typical image),
 so ``prep show --rejects`` can put the two side by side.
 
-Finally the kept rows get a ``group``: look-alikes within a class (perceptual
-hash within ``group_hamming`` bits, or embeddings within ``duplicate_distance``)
-share one, and split keeps every group on one side, so no near-duplicate pair
-straddles train and test.
+Duplicates and groups are decided by pixels: two crops of a class are *the same
+photo* when, registered onto each other, their pixels correlate at least
+``same_photo_correlation`` (``pipeline.likeness.photo_match``; crops and their
+sources, mirrored, retoned and re-encoded copies all do). Hashes and embeddings only
+choose which pairs are worth that check (within ``near_duplicate_hamming`` bits, or
+``duplicate_distance`` apart), so look-alike photos of one person are never chained
+together by a loose threshold. A same-photo pair whose hashes are close (and, with
+embeddings, whose faces agree) is a ``near_duplicate``; any other same-photo pair is
+kept, sharing a ``group``, and split keeps every group on one side, so no copy of a
+photo straddles train and test.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipeline.config import CleanParams
+from pipeline.crops import face_box_in_crop, valid_mask_of
 from pipeline.embedders import Embeddings, load_embeddings
 from pipeline.errors import StageError
 from pipeline.files import prepare_output_dir
 from pipeline.identity import (
     IdentityRule,
+    components,
     distances,
     find_label_conflicts,
     find_wrong_identity,
     medoid_index,
 )
 from pipeline.images import ImageError, load_rgb
+from pipeline.likeness import hamming, laplacian_variance, phash, photo_match
 from pipeline.manifest import Row, by_label, read_manifest, reject, write_manifest
 from pipeline.report import StageReport
 
@@ -54,13 +64,14 @@ def run(
     rows = read_manifest(faces_manifest)
     vectors = load_embeddings(embeddings) if embeddings is not None else None
     prepare_output_dir(out_dir)
-    kept, rejects = measure(rows)
+    kept, rejects, pictures = measure(rows)
     if vectors is not None:
         require_embedded(kept, vectors, embeddings)
-    for check in _checks(params, vectors):
+    likeness = Likeness(params, vectors, pictures)
+    for check in _checks(params, vectors, likeness):
         kept, dropped = check(kept)
         rejects += dropped
-    assign_groups(kept, same_group(params, vectors))
+    assign_groups(kept, likeness.same_photo)
     write_manifest(out_dir / "manifest.csv", kept)
     write_manifest(out_dir / "rejects.csv", rejects)
     classes = sorted({row["label"] for row in kept})
@@ -73,14 +84,12 @@ def run(
 Check = Callable[[list[Row]], tuple[list[Row], list[Row]]]
 
 
-def _checks(params: CleanParams, vectors: Embeddings | None) -> list[Check]:
+def _checks(params: CleanParams, vectors: Embeddings | None, likeness: Likeness) -> list[Check]:
     checks: list[Check] = [
         lambda rows: drop_too_small(rows, params.min_face_px),
         lambda rows: drop_blurry(rows, params.blur_relative),
         drop_exact_duplicates,
-        lambda rows: drop_near_duplicates(
-            rows, params.near_duplicate_hamming, vectors, params.duplicate_distance
-        ),
+        lambda rows: drop_near_duplicates(rows, likeness.near_duplicate),
     ]
     if vectors is not None:
         checks += [
@@ -94,10 +103,24 @@ def _checks(params: CleanParams, vectors: Embeddings | None) -> list[Check]:
     return checks
 
 
-def measure(rows: list[Row]) -> tuple[list[Row], list[Row]]:
-    """Add ``blur`` (variance of the Laplacian) and ``phash`` (64-bit, hex) to each row."""
+@dataclass(frozen=True)
+class Picture:
+    """What clean keeps of a decoded crop: grey pixels, where the photo is, the face centre."""
+
+    gray: np.ndarray
+    valid: np.ndarray
+    centre: tuple[float, float]
+
+
+def measure(rows: list[Row]) -> tuple[list[Row], list[Row], dict[str, Picture]]:
+    """Decode each crop once: add ``blur`` and ``phash`` to its row, keep its Picture.
+
+    Sharpness is measured on the face (its box, minus any padding), so a headshot's
+    background or a padded border does not count; the hash ignores padding too.
+    """
     kept: list[Row] = []
     rejects: list[Row] = []
+    pictures: dict[str, Picture] = {}
     for row in rows:
         try:
             rgb = load_rgb(Path(row["path"]), _CROP_MAX_PIXELS)
@@ -105,28 +128,60 @@ def measure(rows: list[Row]) -> tuple[list[Row], list[Row]]:
             rejects.append(reject(row, STAGE, err.reason, err.detail))
             continue
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        kept.append({**row, "blur": f"{laplacian_variance(gray):.2f}", "phash": phash(gray)})
-    return kept, rejects
+        size = gray.shape[0]
+        valid = valid_mask_of(row, size)
+        x1, y1, x2, y2 = face_box_in_crop(row, size)
+        face = np.zeros_like(valid)
+        face[max(0, round(y1)) : round(y2), max(0, round(x1)) : round(x2)] = True
+        blur = laplacian_variance(gray, face & valid)
+        kept.append({**row, "blur": f"{blur:.2f}", "phash": phash(gray, valid)})
+        pictures[row["path"]] = Picture(gray, valid, ((x1 + x2) / 2, (y1 + y2) / 2))
+    return kept, rejects, pictures
 
 
-def laplacian_variance(gray: np.ndarray) -> float:
-    """Sharpness: low when edges are smeared. Crops share one size, so values compare."""
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+class Likeness:
+    """Which pairs of crops show the same photo, checked by pixels only when worth it."""
 
+    def __init__(
+        self, params: CleanParams, vectors: Embeddings | None, pictures: dict[str, Picture]
+    ) -> None:
+        self.params = params
+        self.vectors = vectors
+        self.pictures = pictures
+        self._verdicts: dict[tuple[str, str], bool] = {}
 
-def phash(gray: np.ndarray) -> str:
-    """Perceptual hash: signs of the 8x8 lowest DCT frequencies against their median.
+    def candidate(self, a: Row, b: Row) -> bool:
+        """Close hashes, or close embeddings: the pairs worth registering pixel by pixel."""
+        if hamming(a["phash"], b["phash"]) <= self.params.near_duplicate_hamming:
+            return True
+        return self.vectors is not None and self.distance(a, b) <= self.params.duplicate_distance
 
-    Robust to re-encoding, resizing and mild colour change, unlike a content hash.
-    """
-    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8].flatten()
-    bits = low > np.median(low[1:])  # the DC term would dominate the median
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    def distance(self, a: Row, b: Row) -> float:
+        return _distance(self.vectors, a, b) if self.vectors is not None else float("inf")
 
+    def same_photo(self, a: Row, b: Row) -> bool:
+        if not self.candidate(a, b):
+            return False
+        key = (a["path"], b["path"]) if a["path"] < b["path"] else (b["path"], a["path"])
+        if key not in self._verdicts:
+            first, second = self.pictures[key[0]], self.pictures[key[1]]
+            score = photo_match(
+                first.gray, second.gray, first.valid, second.valid, (first.centre, second.centre)
+            )
+            self._verdicts[key] = score >= self.params.same_photo_correlation
+        return self._verdicts[key]
 
-def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
+    def near_duplicate(self, a: Row, b: Row) -> bool:
+        """The same photo, framed alike (close hashes) and, with embeddings, the same face.
+
+        A perceptual hash alone also matches different photos that merely look alike
+        (the same person in the same pose and light), hence the pixel check.
+        """
+        if hamming(a["phash"], b["phash"]) > self.params.near_duplicate_hamming:
+            return False
+        if self.vectors is not None and self.distance(a, b) > self.params.duplicate_distance:
+            return False
+        return self.same_photo(a, b)
 
 
 def drop_too_small(rows: list[Row], min_face_px: int) -> tuple[list[Row], list[Row]]:
@@ -167,23 +222,9 @@ def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], list[Row]]:
 
 
 def drop_near_duplicates(
-    rows: list[Row],
-    max_hamming: int,
-    vectors: Embeddings | None = None,
-    max_distance: float = 0.0,
+    rows: list[Row], same: Callable[[Row, Row], bool]
 ) -> tuple[list[Row], list[Row]]:
-    """Re-encoded, resized or lightly edited copies within a class.
-
-    A perceptual hash alone also matches different photos that merely look alike
-    (the same person in the same pose and light); with embeddings, a pair must be
-    the same face too (within ``max_distance``) to count as one photo twice.
-    """
-
-    def same(a: Row, b: Row) -> bool:
-        if hamming(a["phash"], b["phash"]) > max_hamming:
-            return False
-        return vectors is None or _distance(vectors, a, b) <= max_distance
-
+    """Re-encoded, resized or lightly edited copies within a class (``Likeness``)."""
     return _drop_grouped(rows, same, "near_duplicate")
 
 
@@ -327,17 +368,6 @@ def _reject_with(row: Row, reason: str, detail: str, other: Row | None) -> Row:
 Same = Callable[[Row, Row], bool]
 
 
-def same_group(params: CleanParams, vectors: Embeddings | None) -> Same:
-    """Look-alikes that must share a split: close perceptual hashes, or close embeddings."""
-
-    def same(a: Row, b: Row) -> bool:
-        if hamming(a["phash"], b["phash"]) <= params.group_hamming:
-            return True
-        return vectors is not None and _distance(vectors, a, b) <= params.duplicate_distance
-
-    return same
-
-
 def assign_groups(rows: list[Row], same: Same | None = None) -> None:
     """Give each row a ``group`` id; split keeps every group on one side of the split.
 
@@ -365,23 +395,11 @@ def _quality_rank(row: Row) -> tuple[float, float, str]:
 
 
 def _components(rows: list[Row], same: Callable[[Row, Row], bool]) -> list[list[Row]]:
-    """Connected components of the 'same' relation (union-find; classes are small)."""
-    parent = list(range(len(rows)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(rows)):
-        for j in range(i + 1, len(rows)):
-            if same(rows[i], rows[j]):
-                parent[root(j)] = root(i)
-    groups: dict[int, list[Row]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        groups[root(i)].append(row)
-    return list(groups.values())
+    """Connected components of the 'same' relation within one class (classes are small)."""
+    edges = [
+        (i, j) for i in range(len(rows)) for j in range(i + 1, len(rows)) if same(rows[i], rows[j])
+    ]
+    return [[rows[i] for i in group] for group in components(len(rows), edges)]
 
 
 def _in_input_order(original: list[Row], subset: list[Row]) -> list[Row]:

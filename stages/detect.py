@@ -3,8 +3,12 @@
 Every raw file ends in exactly one place: a crop listed in ``<out>/manifest.csv``
 or a row in ``<out>/rejects.csv`` with a reason (scan's ``outside_root`` /
 ``no_class``, then ``unreadable``, ``too_large``, ``no_face``, ``low_prob``,
-``multiple_faces``, ``too_small``). Photos are decoded lazily, one detection
-batch at a time, so memory stays flat however large the raw folder is.
+``multiple_faces``, ``too_small``, ``truncated_face``). Photos are decoded lazily,
+one detection batch at a time, so memory stays flat however large the raw folder is.
+
+Each crop row records how it was cut (``crop_matrix``, ``source_size``; see
+``pipeline.crops``), so later stages know where the face is and which pixels are
+padding, and the other faces seen in its photo (``other_faces``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.config import DetectParams
+from pipeline.crops import CropGeometry, outside_fraction
 from pipeline.detectors import DETECTORS, Face, FaceDetector, eye_angle
 from pipeline.devices import resolve_device
 from pipeline.errors import UserError
@@ -46,7 +51,13 @@ STAGE = "detect"
 MANIFEST_COLUMNS = [
     "path", "label", "source", "sha256", "source_sha256",
     "box", "landmarks", "prob", "face_px", "face_index",
+    "crop_matrix", "source_size", "face_outside", "other_faces",
 ]  # fmt: skip
+PADDING = {
+    "constant": cv2.BORDER_CONSTANT,  # black
+    "reflect": cv2.BORDER_REFLECT_101,
+    "replicate": cv2.BORDER_REPLICATE,
+}
 REJECT_COLUMNS = ["path", "label", "source", "sha256", "stage", "reason", "detail"]
 
 
@@ -57,6 +68,7 @@ class Decision:
     faces: tuple[Face, ...] = ()
     reason: str = ""
     detail: str = ""
+    others: tuple[Face, ...] = ()  # faces seen (>= presence_prob) but not cropped
 
 
 def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
@@ -66,7 +78,9 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     rows, rejects = scan_image_folder(raw_dir)
     n_files = len(rows) + len(rejects)
     device = resolve_device(params.device)
-    detector = DETECTORS.get(params.detector)(device=device, max_side=params.max_side)
+    detector = DETECTORS.get(params.detector)(
+        device=device, max_side=params.max_side, min_prob=params.presence_prob
+    )
     writer = CropWriter(params, out_dir)
     started = time.perf_counter()
     with tqdm(total=len(rows), desc="detect", unit="img", leave=False) as bar:
@@ -149,20 +163,28 @@ class CropWriter:
                 self._rejected[i] = reject(row, STAGE, err.reason, err.detail)
         found = detector.detect_batch([image for _, _, image in decoded]) if decoded else []
         for (i, row, image), faces in zip(decoded, found, strict=True):
-            decision = decide(faces, self.params)
+            decision = decide(faces, self.params, (image.shape[1], image.shape[0]))
             if decision.reason:
                 self._rejected[i] = reject(row, STAGE, decision.reason, decision.detail)
             else:
                 self._kept[i] = [
-                    self._write(image, row, face, index)
+                    self._write(image, row, face, index, decision)
                     for index, face in enumerate(decision.faces)
                 ]
 
-    def _write(self, image: np.ndarray, row: Row, face: Face, index: int) -> Row:
+    def _write(
+        self, image: np.ndarray, row: Row, face: Face, index: int, decision: Decision
+    ) -> Row:
         """Crop, encode and write one face; return its manifest row."""
+        others = [f for f in (*decision.faces, *decision.others) if f is not face]
         face = rounded(face)  # the crop is rebuilt from exactly what the manifest records
         p = self.params
-        data = encode_jpeg(crop_face(image, face, p.size, p.margin, p.align), p.jpeg_quality)
+        height, width = image.shape[:2]
+        inside = (width, height) if p.shift_inside else None
+        geometry = CropGeometry(
+            crop_matrix(face, p.size, p.margin, p.align, inside), (width, height), p.size
+        )
+        data = encode_jpeg(crop_face(image, geometry.matrix, p.size, p.padding), p.jpeg_quality)
         path = self._name(row, index)
         write_listed_file(path, data)
         return {
@@ -176,6 +198,9 @@ class CropWriter:
             "prob": f"{face.prob:.4f}",
             "face_px": str(round(face.short_side)),
             "face_index": str(index),
+            **geometry.cells(),
+            "face_outside": f"{outside_fraction(face.core_box(), width, height):.3f}",
+            "other_faces": dumps([[*rounded(f).box, round(f.prob, 4)] for f in others]),
         }
 
     def _name(self, row: Row, index: int) -> Path:
@@ -195,17 +220,22 @@ class CropWriter:
         return path
 
 
-def decide(faces: Sequence[Face], params: DetectParams) -> Decision:
-    """Apply min_prob, the multi-face policy and min_face_px to one photo's faces."""
+def decide(faces: Sequence[Face], params: DetectParams, image_size: tuple[int, int]) -> Decision:
+    """Apply min_prob, the multi-face policy, min_face_px and max_outside to one photo.
+
+    Faces at or above ``presence_prob`` count as people in the photo even when they are
+    too uncertain (below ``min_prob``) to be cropped: a half-turned second person still
+    makes a group photo.
+    """
     if not faces:
         return Decision(reason="no_face", detail="no face found")
-    sure = [f for f in faces if f.prob >= params.min_prob]
+    present = sorted((f for f in faces if f.prob >= params.presence_prob), key=lambda f: -f.area)
+    sure = [f for f in present if f.prob >= params.min_prob]
     if not sure:
         best = max(f.prob for f in faces)
         detail = f"best face probability {best:.3f} < min_prob {params.min_prob}"
         return Decision(reason="low_prob", detail=detail)
-    sure.sort(key=lambda f: -f.area)
-    chosen = _apply_multi_face(sure, params)
+    chosen = _apply_multi_face(present, sure, params)
     if isinstance(chosen, Decision):
         return chosen
     big = [f for f in chosen if f.short_side >= params.min_face_px]
@@ -213,20 +243,36 @@ def decide(faces: Sequence[Face], params: DetectParams) -> Decision:
         side = max(f.short_side for f in chosen)
         detail = f"face is {side:.0f} px (shorter side) < min_face_px {params.min_face_px}"
         return Decision(reason="too_small", detail=detail)
-    return Decision(faces=tuple(big))
+    whole = [f for f in big if outside_fraction(f.core_box(), *image_size) <= params.max_outside]
+    if not whole:
+        share = min(outside_fraction(f.core_box(), *image_size) for f in big)
+        detail = (
+            f"{share:.0%} of the face (eyes, nose, mouth) is outside the photo "
+            f"> max_outside {params.max_outside:.0%}"
+        )
+        return Decision(reason="truncated_face", detail=detail)
+    return Decision(faces=tuple(whole), others=tuple(f for f in present if f not in whole))
 
 
-def _apply_multi_face(sure: list[Face], params: DetectParams) -> list[Face] | Decision:
-    if len(sure) == 1 or params.multi_face == "all":
+def _apply_multi_face(
+    present: list[Face], sure: list[Face], params: DetectParams
+) -> list[Face] | Decision:
+    if params.multi_face == "all":
         return sure
-    share = sure[1].area / sure[0].area
-    detail = f"{len(sure)} faces, second is {share:.0%} of the largest"
+    kept, others = sure[0], [f for f in present if f is not sure[0]]
+    if not others:
+        return [kept]
+    share = max(f.area for f in others) / kept.area
+    detail = (
+        f"{len(present)} faces with probability >= presence_prob {params.presence_prob}, "
+        f"the next is {share:.0%} of the largest sure one"
+    )
     if params.multi_face == "reject":
         return Decision(reason="multiple_faces", detail=f"{detail} (multi_face=reject)")
     if share >= params.ambiguity_ratio:
         ratio = f"ambiguity_ratio {params.ambiguity_ratio:.0%}"
         return Decision(reason="multiple_faces", detail=f"{detail}, >= {ratio}")
-    return sure[:1]
+    return [kept]
 
 
 def rounded(face: Face) -> Face:
@@ -236,18 +282,27 @@ def rounded(face: Face) -> Face:
     return Face(box, points, round(face.prob, 4))  # type: ignore[arg-type]
 
 
-def crop_matrix(face: Face, size: int, margin: float, align: bool) -> np.ndarray:
+def crop_matrix(
+    face: Face, size: int, margin: float, align: bool, inside: tuple[int, int] | None = None
+) -> np.ndarray:
     """The 2x3 affine map from source pixels to a size x size crop.
 
     The crop is a square of side ``max(w, h) * (1 + 2 * margin)`` centred on the box
     centre; with ``align`` it is turned by the eye-line angle, which is the same as
     rotating the photo about the eye centre until the eyes are level and cropping.
+    With ``inside`` = the photo's (width, height), a square that would run past an
+    edge is moved back in, by at most the margin, so the face box stays whole in the
+    crop: real pixels replace padding (the row's ``crop_matrix`` records the move).
     """
     x1, y1, x2, y2 = face.box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
-    scale = size / max(side, 1e-6)
     angle = eye_angle(face) if align else 0.0
+    if inside is not None:
+        slack = margin * max(x2 - x1, y2 - y1)
+        dx, dy = _shift_inside((cx, cy), side, angle, slack, inside)
+        cx, cy = cx + dx, cy + dy
+    scale = size / max(side, 1e-6)
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     # dst = scale * R(-angle) @ (src - centre) + size / 2
     return np.array(
@@ -259,14 +314,33 @@ def crop_matrix(face: Face, size: int, margin: float, align: bool) -> np.ndarray
     )
 
 
-def crop_face(image: np.ndarray, face: Face, size: int, margin: float, align: bool) -> np.ndarray:
-    """One affine warp from the photo to the crop; edges are replicated, not black."""
-    matrix = crop_matrix(face, size, margin, align)
+def _shift_inside(
+    centre: tuple[float, float], side: float, angle: float, slack: float, bounds: tuple[int, int]
+) -> tuple[float, float]:
+    """The smallest move of a turned square towards covering only the photo, capped at ``slack``.
+
+    Per axis, the square's extent either fits inside the photo (move it in) or exceeds it
+    (move it only until it covers the photo's full width: padding cannot shrink further).
+    The move is capped in the crop's own frame, where the face box has ``slack`` to spare.
+    """
+    reach = side / 2 * (abs(math.cos(angle)) + abs(math.sin(angle)))
+    move = []
+    for value, limit in zip(centre, bounds, strict=True):
+        low, high = sorted((reach, limit - reach))
+        move.append(min(max(value, low), high) - value)
+    cos, sin = math.cos(angle), math.sin(angle)
+    u = max(-slack, min(slack, cos * move[0] + sin * move[1]))
+    v = max(-slack, min(slack, -sin * move[0] + cos * move[1]))
+    return cos * u - sin * v, sin * u + cos * v
+
+
+def crop_face(image: np.ndarray, matrix: np.ndarray, size: int, padding: str) -> np.ndarray:
+    """One affine warp from the photo to the crop; outside the photo, ``padding`` (PADDING)."""
     scale = math.hypot(matrix[0, 0], matrix[0, 1])
     if scale < 0.5:
         image, matrix = _prefilter(image, matrix, scale)
     return cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=PADDING[padding]
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import EmbedParams
+from pipeline.crops import face_box_in_crop
 from pipeline.embedders import EMBEDDERS, Embedder, Embeddings, load_embeddings, save_embeddings
 from pipeline.images import ImageError, load_rgb
 from pipeline.manifest import Row, read_manifest, reject
@@ -79,17 +80,17 @@ def read_cache(cache: Path | None, fingerprint: str) -> Embeddings:
     return stored
 
 
-def _unique_misses(rows: list[Row], cached: Embeddings) -> list[tuple[str, str]]:
-    """(sha256, path) of crops not in the cache, each content once, in manifest order."""
-    todo: dict[str, str] = {}
+def _unique_misses(rows: list[Row], cached: Embeddings) -> list[Row]:
+    """Rows of crops not in the cache, each content once, in manifest order."""
+    todo: dict[str, Row] = {}
     for row in rows:
         if cached.get(row["sha256"]) is None:
-            todo.setdefault(row["sha256"], row["path"])
-    return list(todo.items())
+            todo.setdefault(row["sha256"], row)
+    return list(todo.values())
 
 
 def compute(
-    params: EmbedParams, embedder: Embedder, todo: list[tuple[str, str]]
+    params: EmbedParams, embedder: Embedder, todo: list[Row]
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Vectors for ``todo`` in batches, one process per core when the embedder gains from it."""
     workers = resolve_workers(params.workers) if embedder.multiprocess else 1
@@ -117,15 +118,16 @@ def _init_worker(params: EmbedParams) -> None:
     _WORKER["embedder"] = build_embedder(params)
 
 
-def _embed_batch(
-    batch: Sequence[tuple[str, str]],
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    crops, shas, failed = [], [], {}
-    for sha, path in batch:
+def _embed_batch(batch: Sequence[Row]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    crops, boxes, shas, failed = [], [], [], {}
+    for row in batch:
         try:
-            crops.append(load_rgb(Path(path), _CROP_MAX_PIXELS))
-            shas.append(sha)
+            crop = load_rgb(Path(row["path"]), _CROP_MAX_PIXELS)
         except ImageError as err:
-            failed[sha] = err.detail
-    vectors = _WORKER["embedder"].embed(crops)
+            failed[row["sha256"]] = err.detail
+            continue
+        crops.append(crop)
+        boxes.append(face_box_in_crop(row, crop.shape[0]))  # detect may have moved the face
+        shas.append(row["sha256"])
+    vectors = _WORKER["embedder"].embed(crops, boxes)
     return dict(zip(shas, vectors, strict=True)), failed

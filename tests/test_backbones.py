@@ -43,9 +43,10 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_registry_lists_every_backbone() -> None:
     assert set(BACKBONES.names()) == {
         "efficientnet_lite0", "resnet50", "mobilenet_v2", "vgg16", "inception_resnet_v1",
-        "small_cnn",
+        "small_cnn", "dlib_resnet",
     }  # fmt: skip
     assert weights_status(get_backbone("efficientnet_lite0")) == "bundled"
+    assert weights_status(get_backbone("dlib_resnet")) == "bundled"
     assert weights_status(get_backbone("small_cnn")) == "none"
 
 
@@ -148,5 +149,5 @@ def test_saved_model_round_trips(tmp_path: Path) -> None:
 
 def test_load_images_decodes_and_resizes(make_image_folder) -> None:
     root = make_image_folder(classes=1, per_class=2, size=40)
-    batch = load_images(sorted(root.rglob("*.jpg")), 24)
+    batch = load_images([{"path": str(p)} for p in sorted(root.rglob("*.jpg"))], 24)
     assert batch.shape == (2, 3, 24, 24) and batch.dtype == torch.uint8

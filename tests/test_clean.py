@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_params
-from pipeline.embedders import Embeddings, load_embeddings, save_embeddings
+from pipeline.embedders import Embeddings, save_embeddings
 from pipeline.errors import StageError
 from pipeline.files import sha256_bytes
 from pipeline.images import encode_jpeg
+from pipeline.likeness import hamming, phash
 from pipeline.manifest import Row, read_manifest, write_manifest
 from stages import clean
 
@@ -97,8 +98,8 @@ def test_phash_tolerates_reencoding_but_separates_pictures() -> None:
     gray = cv2.cvtColor(_picture(7), cv2.COLOR_RGB2GRAY)
     reencoded = cv2.imdecode(cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], 0)
     other = cv2.cvtColor(_picture(8), cv2.COLOR_RGB2GRAY)
-    assert clean.hamming(clean.phash(gray), clean.phash(reencoded)) <= 4
-    assert clean.hamming(clean.phash(gray), clean.phash(other)) > 16
+    assert hamming(phash(gray), phash(reencoded)) <= 4
+    assert hamming(phash(gray), phash(other)) > 16
 
 
 # ---------------------------------------------------------------- identity (embeddings)
@@ -182,7 +183,7 @@ def test_look_alike_pixels_of_different_faces_are_kept(tmp_path: Path) -> None:
     twin = _write(tmp_path, "a", "lookalike.jpg", source)
     other = _write(tmp_path, "a", "lookalike2.jpg", similar)
     gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (source, similar)]
-    assert clean.hamming(clean.phash(gray[0]), clean.phash(gray[1])) <= 8
+    assert hamming(phash(gray[0]), phash(gray[1])) <= 8
     vectors[twin["sha256"]] = _vec(rng, centres["a"], 0.3)
     vectors[other["sha256"]] = _vec(rng, centres["a"], 0.3)
     manifest, emb = _save(tmp_path, [*rows, twin, other], vectors)
@@ -201,56 +202,67 @@ def test_stale_embeddings_are_an_error(tmp_path: Path) -> None:
         clean.run(load_params().clean, manifest, tmp_path / "out", emb)
 
 
-def _planted_pairs(tmp_path: Path) -> tuple[Path, Path]:
-    """Per class: 4 singles, 3 embedding near-duplicate pairs (different pixels: a mirrored
-    or recropped photo), 2 pixel near-duplicate pairs (the same photo re-encoded)."""
+def _planted_pairs(tmp_path: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
+    """Per class: 4 singles, 3 copies of one photo whose hashes differ (mirrored, cropped,
+    mirrored and retoned) with close embeddings, 2 re-encoded copies (close hashes) whose embeddings
+    disagree more than duplicate_distance, and 2 pairs of *different* photos with close
+    embeddings (0.19-0.25 apart, as distinct real photos of one person can be), which
+    must not be grouped. Returns (manifest, embeddings, the planted same-photo pairs)."""
     rows, vectors, centres, rng = _identity_set(tmp_path, "ab", per_class=4)
+    same: list[tuple[str, str]] = []
+
+    def plant(
+        label: str, name: str, first_rgb, second_rgb, spread: float, **geometry: str
+    ) -> tuple[Row, Row]:
+        first = _write(tmp_path, label, f"{name}.jpg", first_rgb)
+        second = {**_write(tmp_path, label, f"{name}b.jpg", second_rgb), **geometry}
+        vectors[first["sha256"]] = _vec(rng, centres[label], 0.3)
+        vectors[second["sha256"]] = _vec(rng, vectors[first["sha256"]], spread)
+        rows.extend((first, second))
+        return first, second
+
     for k, label in enumerate("ab"):
-        for i in range(3):
-            first = _write(tmp_path, label, f"e{i}.jpg", _picture(5000 + 10 * k + i))
-            second = _write(tmp_path, label, f"e{i}b.jpg", _picture(6000 + 10 * k + i))
-            vectors[first["sha256"]] = _vec(rng, centres[label], 0.3)
-            vectors[second["sha256"]] = _vec(rng, vectors[first["sha256"]], 0.1)
-            rows += [first, second]
+        for i, edit in enumerate(("mirrored", "cropped", "mirrored and retoned")):
+            source = _picture(5000 + 10 * k + i)
+            edited, geometry = source[:, ::-1], {}
+            if edit == "cropped":  # the same photo cut 50 px further right: detect pads that
+                edited = source.copy()
+                edited[:, :50] = 0
+                geometry = {"crop_matrix": "[[1,0,50],[0,1,0]]", "source_size": "[110,160]"}
+            elif edit == "mirrored and retoned":
+                edited = 255 * (source[:, ::-1] / 255) ** 0.6
+            pair = plant(label, f"e{i}", source, edited.astype(np.uint8), 0.1, **geometry)
+            same.append((pair[0]["path"], pair[1]["path"]))
         for i in range(2):
             source = _picture(7000 + 10 * k + i)
-            first = _write(tmp_path, label, f"p{i}.jpg", source)
             copy = cv2.imdecode(cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], 1)
-            second = _write(tmp_path, label, f"p{i}b.jpg", copy)
             # the embedder disagrees a little more than the duplicate threshold allows
-            vectors[first["sha256"]] = _vec(rng, centres[label], 0.3)
-            vectors[second["sha256"]] = _vec(rng, vectors[first["sha256"]], 0.28)
-            rows += [first, second]
-    return _save(tmp_path, rows, vectors)
+            pair = plant(label, f"p{i}", source, copy, 0.28)
+            same.append((pair[0]["path"], pair[1]["path"]))
+        for i in range(2):
+            plant(label, f"d{i}", _picture(8000 + 10 * k + i), _picture(9000 + 10 * k + i), 0.22)
+    return (*_save(tmp_path, rows, vectors), same)
 
 
-def _straddling(rows: list[Row], vectors: Embeddings, params) -> list[tuple[str, str]]:
-    """Near-duplicate pairs (by pixels or by embedding) that sit in different splits."""
-    out = []
-    for i, a in enumerate(rows):
-        for b in rows[i + 1 :]:
-            near = clean.hamming(a["phash"], b["phash"]) <= params.group_hamming or (
-                float(np.linalg.norm(vectors.vectors[a["sha256"]] - vectors.vectors[b["sha256"]]))
-                <= params.duplicate_distance
-            )
-            if a["label"] == b["label"] and near and a["split"] != b["split"]:
-                out.append((a["path"], b["path"]))
-    return out
+def _straddling(rows: list[Row], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Planted same-photo pairs that sit in different splits."""
+    split_of = {row["path"]: row["split"] for row in rows}
+    return [(a, b) for a, b in pairs if split_of[a] != split_of[b]]
 
 
 def test_planted_near_duplicates_never_straddle_the_split(tmp_path: Path) -> None:
     from stages import split
 
-    manifest, emb = _planted_pairs(tmp_path)
+    manifest, emb, pairs = _planted_pairs(tmp_path)
     params = load_params()
-    vectors = load_embeddings(emb)
     report = clean.run(params.clean, manifest, tmp_path / "clean", emb).to_dict()
     assert report["rejected"] == 0  # look-alikes are kept, only grouped
+    # the 10 same-photo pairs are groups; the 4 pairs of different photos are not chained
     assert report["groups_of_lookalikes"] == 10 and report["images_in_groups"] == 20
     for seed in range(8):
         split.run(params.split, seed, tmp_path / "clean" / "manifest.csv", tmp_path / "split")
         rows = read_manifest(tmp_path / "split" / "manifest.csv")
-        assert _straddling(rows, vectors, params.clean) == [], seed
+        assert _straddling(rows, pairs) == [], seed
         assert {r["split"] for r in rows} == {"train", "val", "test"}
 
 
@@ -258,7 +270,7 @@ def test_without_groups_the_same_data_would_straddle(tmp_path: Path) -> None:
     """The check above has teeth: one row per group lets some pair cross the split."""
     from stages import split
 
-    manifest, emb = _planted_pairs(tmp_path)
+    manifest, emb, pairs = _planted_pairs(tmp_path)
     params = load_params()
     clean.run(params.clean, manifest, tmp_path / "clean", emb)
     rows = read_manifest(tmp_path / "clean" / "manifest.csv")
@@ -267,8 +279,7 @@ def test_without_groups_the_same_data_would_straddle(tmp_path: Path) -> None:
     crossed = 0
     for seed in range(8):
         split.run(params.split, seed, tmp_path / "ungrouped.csv", tmp_path / "split")
-        split_rows = read_manifest(tmp_path / "split" / "manifest.csv")
-        crossed += len(_straddling(split_rows, load_embeddings(emb), params.clean))
+        crossed += len(_straddling(read_manifest(tmp_path / "split" / "manifest.csv"), pairs))
     assert crossed > 0
 
 

@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SampleFaces, SampleRaw, tree_digest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.config import DetectParams, load_params
+from pipeline.crops import face_box_in_crop
 from pipeline.detectors import (
     DETECTORS,
     Face,
@@ -122,6 +123,7 @@ def test_manifest_rows_describe_their_crops(sample_faces: SampleFaces) -> None:
     assert list(rows[0]) == [
         "path", "label", "source", "sha256", "source_sha256",
         "box", "landmarks", "prob", "face_px", "face_index",
+        "crop_matrix", "source_size", "face_outside", "other_faces",
     ]  # fmt: skip
     p = params()
     for row in rows:
@@ -139,6 +141,13 @@ def test_manifest_rows_describe_their_crops(sample_faces: SampleFaces) -> None:
         assert int(row["face_px"]) == round(min(box[2] - box[0], box[3] - box[1]))
         assert int(row["face_px"]) >= p.min_face_px
         assert row["face_index"] == "0"
+        # the recorded geometry puts the whole face box inside the crop
+        x1, y1, x2, y2 = face_box_in_crop(row, p.size)
+        assert -0.5 <= x1 < x2 <= p.size + 0.5 and -0.5 <= y1 < y2 <= p.size + 0.5
+        with Image.open(Path(row["source"])) as photo:
+            assert json.loads(row["source_size"]) == list(ImageOps.exif_transpose(photo).size)
+        assert 0.0 <= float(row["face_outside"]) <= p.max_outside
+        assert json.loads(row["other_faces"]) == []  # one face per clean sample photo
     assert sorted(p.name for p in sample_faces.out.rglob("*.jpg")) == sorted(
         Path(r["path"]).name for r in rows
     )
@@ -149,7 +158,7 @@ def test_rejects_carry_reason_and_detail(sample_faces: SampleFaces) -> None:
         assert row["stage"] == "detect" and row["reason"] and row["detail"]
         assert row["sha256"] == sha256_file(Path(row["path"]))
     two = next(r for r in read_manifest(sample_faces.rejects) if r["reason"] == "multiple_faces")
-    assert "2 faces, second is" in two["detail"]
+    assert "2 faces with probability >= presence_prob" in two["detail"]
 
 
 def test_raw_folder_is_never_written(sample_faces: SampleFaces) -> None:
@@ -202,13 +211,19 @@ def face(x: float, y: float, side: float, prob: float = 0.99, tilt: float = 0.0)
         ("all", 0.5, [face(0, 0, 100), face(200, 0, 80)], 2),
         ("all", 0.5, [face(0, 0, 100), face(200, 0, 30)], 1),  # the 30 px face is too small
         ("largest", 0.5, [face(0, 0, 100, prob=0.5)], "low_prob"),
-        ("largest", 0.5, [face(0, 0, 100), face(200, 0, 90, prob=0.5)], 1),  # unsure face ignored
+        ("largest", 0.5, [face(0, 0, 100), face(200, 0, 90, prob=0.5)], 1),  # below presence
+        # a half-seen second person (the 0.885 and 0.712) still makes a group photo
+        ("largest", 0.5, [face(0, 0, 100), face(200, 0, 90, prob=0.885)], "multiple_faces"),
+        ("reject", 0.5, [face(0, 0, 100), face(200, 0, 40, prob=0.712)], "multiple_faces"),
+        ("largest", 0.5, [face(0, 0, 100), face(200, 0, 40, prob=0.712)], 1),  # 16%: kept
+        ("largest", 0.5, [face(-60, 300, 100)], "truncated_face"),  # cut off at the left edge
+        ("largest", 0.5, [face(-10, -20, 100)], 1),  # box past the frame, features inside
         ("largest", 0.5, [face(0, 0, 30)], "too_small"),
         ("largest", 0.5, [], "no_face"),
     ],
 )
 def test_decide(policy: str, ratio: float, faces: list[Face], expected: str | int) -> None:
-    decision = decide(faces, params(multi_face=policy, ambiguity_ratio=ratio))
+    decision = decide(faces, params(multi_face=policy, ambiguity_ratio=ratio), (1000, 1000))
     if isinstance(expected, str):
         assert decision.reason == expected and decision.detail and not decision.faces
     else:
@@ -237,6 +252,41 @@ def test_multi_face_policies_on_the_two_face_photo(
         assert areas[0] >= areas[1]
 
 
+def test_decide_keeps_the_other_faces_it_saw() -> None:
+    faces = [face(0, 0, 100), face(200, 0, 40, prob=0.8), face(400, 0, 50, prob=0.5)]
+    decision = decide(faces, params(), (1000, 1000))
+    assert decision.faces == (faces[0],)
+    assert decision.others == (faces[1],)  # present (>= presence_prob), not the 0.5 one
+
+
+def test_presence_prob_must_not_exceed_min_prob() -> None:
+    with pytest.raises(UserError, match="presence_prob"):
+        load_params(overrides={"detect.presence_prob": 0.95, "detect.min_prob": 0.9})
+
+
+def test_crop_square_moves_inside_the_photo_by_at_most_the_margin() -> None:
+    near_edge = face(10, 200, 100)  # the 140 px square would start at x = -10
+    inside = crop_matrix(near_edge, 140, 0.2, align=False, inside=(640, 480))
+    left = np.linalg.solve(inside[:, :2], -inside[:, 2])  # crop (0, 0) in the photo
+    assert left[0] == pytest.approx(0.0, abs=1e-6)  # moved right just enough
+    box_x1 = inside @ np.array([10.0, 200.0, 1.0])
+    assert box_x1[0] == pytest.approx(10.0)  # the face moved 10 px off centre, still whole
+    far = face(-5, 200, 100)  # needs a 25 px move; the margin allows 20
+    capped = crop_matrix(far, 140, 0.2, align=False, inside=(640, 480))
+    assert (capped @ np.array([-5.0, 200.0, 1.0]))[0] == pytest.approx(0.0)  # box edge on crop edge
+    small_photo = crop_matrix(face(0, 0, 100), 140, 0.2, align=False, inside=(100, 100))
+    assert (small_photo @ np.array([0.0, 0.0, 1.0]))[:2] == pytest.approx([20.0, 20.0])
+
+
+def test_constant_padding_is_black_and_replicate_smears() -> None:
+    photo = np.full((100, 100, 3), 200, np.uint8)
+    matrix = crop_matrix(face(0, 0, 100), 140, 0.2, align=False)  # 20 px outside each side
+    black = crop_face(photo, matrix, 140, "constant")
+    smeared = crop_face(photo, matrix, 140, "replicate")
+    assert black[:15].max() == 0 and black[30:110, 30:110].min() == 200
+    assert smeared[:15].min() == 200
+
+
 def test_crop_matrix_levels_the_eyes_and_centres_the_box() -> None:
     tilted = face(100, 50, 120, tilt=0.5)
     assert abs(math.degrees(eye_angle(tilted))) > 20
@@ -259,7 +309,7 @@ def test_aligned_crop_of_a_rotated_photo_has_level_eyes(
     rotated = cv2.warpAffine(photo, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
     (found,) = mtcnn.detect_batch([rotated])
     assert abs(math.degrees(eye_angle(found[0]))) > 15
-    crop = crop_face(rotated, found[0], 160, 0.2, align=True)
+    crop = crop_face(rotated, crop_matrix(found[0], 160, 0.2, align=True), 160, "constant")
     (again,) = mtcnn.detect_batch([crop])
     assert abs(math.degrees(eye_angle(again[0]))) < 5
 
@@ -269,7 +319,7 @@ def test_downscaled_crop_is_area_filtered() -> None:
     stripes = np.zeros((800, 800, 3), dtype=np.uint8)
     stripes[:, ::2] = 255  # 1-px stripes: pure aliasing for a bilinear 4x shrink
     whole = Face((0.0, 0.0, 800.0, 800.0), ((300.0, 300.0), (500.0, 300.0), *[(0.0, 0.0)] * 3), 1)
-    crop = crop_face(stripes, whole, 200, 0.0, align=False)
+    crop = crop_face(stripes, crop_matrix(whole, 200, 0.0, align=False), 200, "constant")
     assert abs(crop.mean() - 127.5) < 3 and crop.std() < 10
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import math
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import PHOTO_CACHE, require_photo_tarballs
 from torch import nn
 
 from pipeline.backbones import freeze_layers
@@ -29,10 +27,6 @@ from pipeline.dlib_resnet import (
 from pipeline.errors import UserError
 from pipeline.images import decode_rgb
 
-REPO = Path(__file__).resolve().parents[1]
-# dlib 19.5.0's sdist ships 55 face crops (5 people named John, 11 each) with its examples.
-DLIB_SDIST = REPO / ".cache" / "test-photos" / "dlib-19.5.0.tar.gz"
-JOHNS = "dlib-19.5.0/docs/docs/cache/examples/johns/"
 # Both run float32 on the CPU; measured 4e-7 per element and 1.2e-6 in distance on the johns.
 # The limits leave room for other BLAS / conv kernels and stay far below the 0.6 at which dlib
 # calls two faces one person: 1e-3 is 1/600 of it.
@@ -47,25 +41,11 @@ SAME_PERSON = 0.6
 @pytest.fixture(scope="module")
 def johns_photos() -> list[tuple[str, bytes]]:
     """(person, JPEG bytes) of the johns crops, read straight from the dlib 19.5.0 sdist."""
-    if not DLIB_SDIST.is_file():
-        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-        subprocess.run(
-            [*pip, "--no-binary", ":all:", "dlib==19.5.0", "-d", str(DLIB_SDIST.parent)],
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    if not DLIB_SDIST.is_file():
-        pytest.skip(f"{DLIB_SDIST} missing and pip could not fetch dlib==19.5.0's sdist")
-    photos = []
-    with tarfile.open(DLIB_SDIST) as tar:
-        for member in tar:  # one pass: the sdist is 47 MB
-            if member.name.startswith(JOHNS) and member.name.endswith(".jpg"):
-                person = member.name[len(JOHNS) :].split("/")[0]
-                file = tar.extractfile(member)
-                assert file is not None, member.name
-                photos.append((member.name, person, file.read()))
-    return [(person, data) for _, person, data in sorted(photos)]
+    from demo.real_faces import HEADSHOTS, read_members, sdist
+
+    require_photo_tarballs("dlib")
+    photos = read_members(sdist("dlib", PHOTO_CACHE), HEADSHOTS)
+    return [(name.split("/")[0], data) for name, data in sorted(photos.items())]
 
 
 @pytest.fixture(scope="module")

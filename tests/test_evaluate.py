@@ -43,7 +43,8 @@ def test_top_k_and_per_class_metrics() -> None:
 
 def _trained(root: Path) -> Path:
     split, aug = make_dataset(root)
-    p = load_params(overrides={"train.image_size": 32, "train.epochs": 10, "train.lr": 0.01})
+    tiny = {"train.backbone": "efficientnet_lite0", "train.image_size": 32, "train.epochs": 10}
+    p = load_params(overrides={**tiny, "train.lr": 0.01})
     train.run(p.train, 0, aug, split, Path("models"), Path("dvclive"))
     return split
 

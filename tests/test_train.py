@@ -18,7 +18,12 @@ from pipeline.errors import UserError
 from stages import train
 from stages.train import EarlyStopping, batches, build_model, make_schedule, mix_batch, rise_epoch
 
-FAST = {"train.image_size": 32, "train.epochs": 3, "train.batch_size": 8, "train.device": "cpu"}
+# The tiny colour-square images are no faces: the mechanics are tested on EfficientNet-Lite0
+# (dlib_resnet, the default, is tested on real faces in test_real_photos.py).
+FAST = {
+    "train.backbone": "efficientnet_lite0", "train.image_size": 32, "train.epochs": 3,
+    "train.batch_size": 8, "train.device": "cpu",
+}  # fmt: skip
 
 
 def params(**changes: Any) -> TrainParams:
@@ -108,6 +113,33 @@ def test_each_freeze_mode_trains_only_what_it_should(freeze: str | int | float) 
     assert count_trainable(model.head) == 1280 * 3 + 3
 
 
+@pytest.mark.parametrize("freeze", ["all", 0, 20])
+def test_freeze_counts_the_dlib_face_resnet_like_any_backbone(freeze: str | int) -> None:
+    model, n_frozen = build_model(params(backbone="dlib_resnet", freeze=freeze), get_backbone(
+        "dlib_resnet"), 150, n_classes=5)  # fmt: skip
+    layers = freeze_layers(model.trunk)
+    assert len(layers) == 59  # 29 conv + 29 affine + the 128-d fc
+    sizes = [sum(p.numel() for p in m.parameters(recurse=False)) for _, m in layers]
+    assert n_frozen == {"all": 59, 0: 0, 20: 20}[freeze]
+    assert count_trainable(model) == sum(sizes[n_frozen:]) + 128 * 5 + 5
+
+
+def test_imprinted_head_starts_as_the_nearest_class_centre() -> None:
+    rng = np.random.default_rng(0)
+    centres = torch.from_numpy(rng.standard_normal((3, 16))).float()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    features = centres[labels] * 3 + 0.3 * torch.randn(6, 16)  # far from unit length
+    head = torch.nn.Linear(16, 3)
+    train.imprint_head(head, features, labels, 3)
+    assert torch.equal(head.bias, torch.zeros(3))
+    norms = head.weight.norm(dim=1)
+    assert torch.allclose(norms, norms[0]) and torch.allclose(
+        norms[0] * features.norm(dim=1).mean(), torch.tensor(train.IMPRINT_SCALE)
+    )
+    unseen = centres * 2 + 0.3 * torch.randn(3, 16)
+    assert head(unseen).argmax(dim=1).tolist() == [0, 1, 2]  # classified before any training
+
+
 def test_scratch_backbone_cannot_be_frozen() -> None:
     with pytest.raises(UserError, match="freeze: 0"):
         build_model(params(backbone="small_cnn", freeze="all"), get_backbone("small_cnn"), 32, 3)
@@ -193,7 +225,8 @@ def _commit_upstream(root: Path) -> None:
 
 @pytest.mark.slow
 def test_changing_train_lr_reruns_train_and_evaluate_but_not_augment(tmp_path: Path) -> None:
-    root = copy_project(tmp_path / "project", {"train": {"image_size": 32, "epochs": 2}})
+    tiny = {"backbone": "efficientnet_lite0", "image_size": 32, "epochs": 2}
+    root = copy_project(tmp_path / "project", {"train": tiny})
     init_repo(root)
     cwd = Path.cwd()
     os.chdir(root)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.crops import Box
 from pipeline.errors import UserError
 from pipeline.identity import distances as pairwise
 
@@ -27,11 +28,18 @@ class IdentityGate:
         self.embedder = embedder
         self.threshold = threshold
 
-    def distances(self, source: np.ndarray, variants: Sequence[np.ndarray]) -> np.ndarray:
-        """Distance of each variant to ``source``; inf when either has no embedding."""
+    def distances(
+        self, source: np.ndarray, variants: Sequence[np.ndarray], box: Box | None = None
+    ) -> np.ndarray:
+        """Distance of each variant to ``source``; inf when either has no embedding.
+
+        ``box``: the face in the source crop; variants keep their source's geometry.
+        """
         if not variants:
             return np.zeros(0)
-        vectors = np.asarray(self.embedder.embed([source, *variants]), dtype=np.float64)
+        images = [source, *variants]
+        boxes = [box] * len(images) if box is not None else None
+        vectors = np.asarray(self.embedder.embed(images, boxes), dtype=np.float64)
         found = pairwise(vectors[1:], vectors[:1])[:, 0]
         return np.where(np.isfinite(found), found, np.inf)  # NaN rows: no face
 
