@@ -35,7 +35,7 @@ BASELINES = ("logistic_regression", "nearest_centre")
 
 
 def prepare(dataset: str, params: Params) -> Path:
-    """Raw photos -> detect -> embed -> clean, in the working directory; returns clean's manifest."""
+    """Raw photos -> detect -> embed -> clean in the working directory: clean's manifest."""
     raw = Path("raw")
     if dataset == "real":
         write_real_faces(raw, REPO / ".cache" / "test-photos")

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.checkpoints import load_state_dict
 from pipeline.crops import Box, face_box_in_crop
 from pipeline.errors import UserError
 from pipeline.files import atomic_write_bytes, atomic_write_text
@@ -104,17 +105,20 @@ def get_backbone(name: str) -> Backbone:
 
 
 def build_trunk(
-    backbone: Backbone, image_size: int, weights: Path | None = None, pretrained: bool = True
-) -> tuple[nn.Module, int]:
+    backbone: Backbone, image_size: int, weights: Path | None = None, pretrained: bool = True,
+    weights_key: str = "train.weights",
+) -> tuple[nn.Module, int]:  # fmt: skip
     """The trunk with weights: ``weights`` if given, else the standard ones when ``pretrained``.
 
     ``pretrained=False`` gives the bare architecture (evaluation loads a full state dict).
+    ``weights_key`` is the param that points to a weights file, for the offline error.
     """
     trunk, dim = backbone.make(image_size)
     if weights is not None:
-        _load_into(trunk, load_weights_file(weights), backbone, str(weights))
+        _load_into(trunk, load_state_dict(weights), backbone, str(weights))
     elif pretrained and backbone.weights is not None:
-        _load_into(trunk, standard_state_dict(backbone), backbone, backbone.weights.describe)
+        state = standard_state_dict(backbone, weights_key)
+        _load_into(trunk, state, backbone, backbone.weights.describe)
     return trunk, dim
 
 
@@ -128,14 +132,16 @@ def weights_status(backbone: Backbone) -> str:
     return "cached" if source.file().is_file() else "download"
 
 
-def standard_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
+def standard_state_dict(
+    backbone: Backbone, weights_key: str = "train.weights"
+) -> dict[str, torch.Tensor]:
     """The backbone's standard weights, downloading them once when the network allows."""
     source = backbone.weights
     if source is None:
         raise UserError(f"backbone {backbone.name!r} has no standard weights")
     path = source.file()
     if path.is_file():
-        return (source.reader or load_weights_file)(path)
+        return (source.reader or load_state_dict)(path)
     if source.url is None:
         raise UserError(f"{backbone.name}: bundled weights {path} are missing; reinstall")
     try:
@@ -144,39 +150,21 @@ def standard_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(source.url, str(path), progress=False)
     except (OSError, RuntimeError) as err:
-        raise UserError(_offline_message(backbone, source, err)) from None
-    return load_weights_file(path)
+        raise UserError(_offline_message(backbone, source, err, weights_key)) from None
+    return load_state_dict(path)
 
 
-def _offline_message(backbone: Backbone, source: WeightSource, err: Exception) -> str:
+def _offline_message(
+    backbone: Backbone, source: WeightSource, err: Exception, weights_key: str
+) -> str:
+    section, key = weights_key.split(".")
     return (
-        f"backbone {backbone.name!r} needs {source.describe} weights, which are not cached at "
+        f"{backbone.name!r} needs {source.describe} weights, which are not cached at "
         f"{source.file()} and could not be downloaded from {source.url} (offline? {err}). "
-        f"Download that file on a machine with network and copy it to {source.file()}, or point "
-        f"to a state_dict file with `train.weights: <path>` (e.g. `prep train -s weights=...`)."
+        f"Point to a state_dict file with `{weights_key}: <path>` (`prep {section} -s "
+        f"{key}=<path>`), or download that file on a machine with network and copy it to "
+        f"{source.file()}."
     )
-
-
-def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects."""
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise UserError(f"{path}: `pip install safetensors` to read .safetensors") from None
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors come in many types; all mean "not a state dict"
-        raise UserError(f"{path} is not a loadable state_dict: {err}") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    return state
 
 
 def _load_into(trunk: nn.Module, state: dict[str, Any], backbone: Backbone, origin: str) -> None:
@@ -215,7 +203,7 @@ def load_model(folder: Path) -> tuple[Classifier, Backbone, dict[str, Any]]:
     backbone = get_backbone(meta["backbone"])
     trunk, dim = build_trunk(backbone, meta["image_size"], pretrained=False)
     model = Classifier(trunk, dim, len(meta["classes"]))
-    state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    state = load_state_dict(folder / MODEL_FILE, "trained model")
     model.load_state_dict(state)
     return model.eval(), backbone, meta
 

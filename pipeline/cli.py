@@ -7,6 +7,7 @@ Stage modules are imported inside each command so that ``prep --help`` stays fas
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 
-from pipeline.config import Params, load_params, parse_overrides
+from pipeline.config import Params, default_of, load_params, params_doc, parse_overrides
 from pipeline.errors import UserError
 from pipeline.registry import UnknownNameError
 from pipeline.report import StageReport
@@ -28,6 +30,7 @@ app = typer.Typer(
         "reports/. Run the whole pipeline with `dvc repro`, or any stage on its own."
     ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -38,13 +41,40 @@ ParamsOpt = Annotated[
     Path | None,
     typer.Option("--params", help="params.yaml to use (default: ./params.yaml over the defaults)"),
 ]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set", "-s", help="Override a param of this stage, e.g. -s min_prob=0.95 (repeatable)"
-    ),
-]
+
+
+def set_option(example: str) -> Any:
+    """``--set/-s``, with an example from the stage's own params section."""
+    text = f"Override a param (repeatable): -s {example}, or -s section.key=value"
+    return Annotated[list[str] | None, typer.Option("--set", "-s", help=text)]
+
+
+SetOpt = set_option("seed=1")
 ReportOpt = Annotated[Path | None, typer.Option(help="Where to write the stage summary JSON")]
+DEFAULT_AUG = Path("data/augmented")
+
+
+def flag(section: str, key: str, text: str) -> str:
+    """A typed flag's help, ending with its default as params.yaml sets it."""
+    default = default_of(section, key)
+    return f"{text} [params.yaml: {default}]" if default else text
+
+
+def params_epilog(section: str) -> str:
+    """Every key of the stage's params section, its default and params.yaml's comment."""
+    rows = "\n".join(
+        f"| {k.key} | {_cell(k.default) or '(a mapping)'} | {_cell(k.comment)} |"
+        for k in params_doc().get(section, [])
+    )
+    return (
+        f"**params.yaml `{section}`**, each one overridable here with `-s key=value` "
+        f"(or under DVC with `dvc exp run -S {section}.key=value`):\n\n"
+        f"| key | default | what it does |\n|---|---|---|\n{rows}"
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("`", "")
 
 
 def user_errors(command: F) -> F:
@@ -77,24 +107,64 @@ def _scoped(section: str, item: str) -> str:
     return item if "." in key or key == "seed" else f"{section}.{item}"
 
 
+def refuse_dvc_outputs(*paths: Path | None) -> None:
+    """Outside ``dvc repro``, never write into what a stage of ./dvc.yaml owns.
+
+    Written by hand, a DVC output makes ``dvc status`` report its stage (and everything
+    after it) as changed and ``dvc checkout`` need --force. DVC sets DVC_STAGE for the
+    commands it runs, so those pass.
+    """
+    if os.environ.get("DVC_STAGE") or not Path("dvc.yaml").is_file():
+        return
+    owned = dvc_outputs(Path("dvc.yaml"))
+    for path in (p for p in paths if p is not None):
+        target = path.resolve()
+        for out, stage in owned.items():
+            if target == out or out in target.parents:
+                raise UserError(
+                    f"{path} is an output of the DVC stage {stage!r} (dvc.yaml): written by hand, "
+                    f"DVC would see {stage!r} and the stages after it as changed. Run "
+                    f"`dvc repro {stage}` (or `dvc exp run -S {stage}.<key>=<value>` to try a "
+                    "setting), or write elsewhere with --out / --report"
+                )
+
+
+def dvc_outputs(dvc_yaml: Path) -> dict[Path, str]:
+    """Every output path declared in a dvc.yaml (resolved), with the stage that writes it."""
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return {}
+    owned: dict[Path, str] = {}
+    for name, stage in stages.items():
+        for entry in stage.get("outs", []) if isinstance(stage, dict) else []:
+            path = entry if isinstance(entry, str) else next(iter(entry))
+            owned[(dvc_yaml.parent / path).resolve()] = name
+    return owned
+
+
 def finish(report: StageReport, report_path: Path | None) -> None:
     if report_path is not None:
         report.write(report_path)
     typer.echo(report.summary())
 
 
-@app.command("sample-data")
+@app.command("sample-data", epilog=params_epilog("sample_data"))
 @user_errors
 def sample_data(
     out: Annotated[Path, typer.Argument(help="Folder to create, e.g. data/raw")] = Path("data/raw"),
-    classes: Annotated[int | None, typer.Option(help="Number of synthetic identities")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Clean photos per identity")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    classes: Annotated[
+        int | None, typer.Option(help=flag("sample_data", "classes", "Synthetic identities"))
+    ] = None,
+    per_class: Annotated[
+        int | None, typer.Option(help=flag("sample_data", "per_class", "Clean photos per identity"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=flag("", "seed", "Seed"))] = None,
     truth: Annotated[
         Path | None, typer.Option(help="Ground-truth JSON (default: <out>_truth.json beside out)")
     ] = None,
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("classes=4") = None,
 ) -> None:
     """Write a small, deliberately dirty face dataset (synthetic DCGAN identities).
 
@@ -147,7 +217,7 @@ def real_faces(
     )
 
 
-@app.command()
+@app.command(epilog=params_epilog("detect"))
 @user_errors
 def detect(
     raw: Annotated[Path, typer.Argument(help="ImageFolder: raw/<class>/<photos>")] = Path(
@@ -156,14 +226,21 @@ def detect(
     out: Annotated[Path, typer.Option(help="Crops + manifest.csv + rejects.csv")] = Path(
         "data/faces"
     ),
-    min_prob: Annotated[float | None, typer.Option(help="Minimum face probability")] = None,
-    multi_face: Annotated[
-        str | None, typer.Option(help="largest | all | reject: photos with several faces")
+    min_prob: Annotated[
+        float | None, typer.Option(help=flag("detect", "min_prob", "Minimum face probability"))
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    multi_face: Annotated[
+        str | None,
+        typer.Option(
+            help=flag("detect", "multi_face", "largest / all / reject: photos with several faces")
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=flag("detect", "device", "auto | cpu | cuda | cuda:N | mps"))
+    ] = None,
     report: ReportOpt = Path("reports/detect.json"),
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("min_prob=0.95") = None,
 ) -> None:
     """Find faces (MTCNN), align them on the eye line and crop them to size x size.
 
@@ -172,13 +249,14 @@ def detect(
     """
     from stages import detect as stage
 
+    refuse_dvc_outputs(out, report)
     p = stage_params(
         "detect", params, set_, min_prob=min_prob, multi_face=multi_face, device=device
     )
     finish(stage.run(p.detect, raw, out), report)
 
 
-@app.command()
+@app.command(epilog=params_epilog("embed"))
 @user_errors
 def embed(
     faces: Annotated[Path, typer.Argument(help="Manifest from detect")] = Path(
@@ -190,11 +268,16 @@ def embed(
     cache: Annotated[
         Path, typer.Option(help="Vectors by crop sha256, kept across runs (.npz)")
     ] = Path("data/embed_cache.npz"),
-    embedder: Annotated[str | None, typer.Option(help="`prep list embedders`")] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes (dlib); 0 = one per core")] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help=flag("embed", "embedder", "`prep list embedders`"))
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=flag("embed", "workers", "Processes (dlib); 0 = one per core")),
+    ] = None,
     report: ReportOpt = Path("reports/embed.json"),
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("num_jitters=1") = None,
 ) -> None:
     """Embed every face crop (dlib ResNet by default), reusing cached vectors by content hash.
 
@@ -203,13 +286,14 @@ def embed(
     """
     from stages import embed as stage
 
+    refuse_dvc_outputs(out, cache, report)
     p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
     result = stage.run(p.embed, faces, out, cache)
     finish(result, report)
     typer.echo(f"{result.extra['computed']} computed, {result.extra['cached']} from the cache")
 
 
-@app.command()
+@app.command(epilog=params_epilog("clean"))
 @user_errors
 def clean(
     faces: Annotated[Path, typer.Argument(help="Manifest from detect")] = Path(
@@ -227,7 +311,7 @@ def clean(
     ] = True,
     report: ReportOpt = Path("reports/clean.json"),
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("blur_relative=0.2") = None,
 ) -> None:
     """Drop duplicates, blurry or tiny faces, wrong people, label conflicts, small classes.
 
@@ -236,11 +320,12 @@ def clean(
     """
     from stages import clean as stage
 
+    refuse_dvc_outputs(out, report)
     p = stage_params("clean", params, set_)
     finish(stage.run(p.clean, faces, out, embeddings if identity else None), report)
 
 
-@app.command()
+@app.command(epilog=params_epilog("split"))
 @user_errors
 def split(
     clean_manifest: Annotated[Path, typer.Argument(help="Manifest from clean")] = Path(
@@ -249,27 +334,39 @@ def split(
     out: Annotated[Path, typer.Option(help="manifest.csv with a split column")] = Path(
         "data/split"
     ),
-    train_per_class: Annotated[int | None, typer.Option(help="Train images per class")] = None,
-    train_fraction: Annotated[float | None, typer.Option(help="...or a fraction of each")] = None,
-    val_per_class: Annotated[int | None, typer.Option(help="Validation images per class")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    train_per_class: Annotated[
+        int | None, typer.Option(help=flag("split", "train_per_class", "Train images per class"))
+    ] = None,
+    train_fraction: Annotated[
+        float | None, typer.Option(help=flag("split", "train_fraction", "...or a fraction of each"))
+    ] = None,
+    val_per_class: Annotated[
+        int | None, typer.Option(help=flag("split", "val_per_class", "Validation images per class"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=flag("", "seed", "Seed"))] = None,
     report: ReportOpt = Path("reports/split.json"),
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("val_per_class=2") = None,
 ) -> None:
     """Assign train / val / test per class, stratified and seeded; the rest is test."""
     from stages import split as stage
 
-    flags: dict[str, Any] = {"val_per_class": val_per_class, "seed": seed}
-    if train_per_class is not None:
-        flags |= {"train_per_class": train_per_class, "train_fraction": None}
+    refuse_dvc_outputs(out, report)
+    if train_per_class is not None and train_fraction is not None:
+        raise UserError("give --train-per-class or --train-fraction, not both")
+    sets = list(set_ or [])
+    if train_per_class is not None:  # a count given on the command line replaces the fraction
+        sets.append("train_fraction=null")
     if train_fraction is not None:
-        flags |= {"train_fraction": train_fraction, "train_per_class": None}
-    p = stage_params("split", params, set_, **flags)
+        sets.append("train_per_class=null")
+    p = stage_params(
+        "split", params, sets, train_per_class=train_per_class, train_fraction=train_fraction,
+        val_per_class=val_per_class, seed=seed,
+    )  # fmt: skip
     finish(stage.run(p.split, p.seed, clean_manifest, out), report)
 
 
-@app.command()
+@app.command(epilog=params_epilog("baseline"))
 @user_errors
 def baseline(
     split_manifest: Annotated[Path, typer.Argument(help="Manifest from split")] = Path(
@@ -280,7 +377,7 @@ def baseline(
     ),
     report: ReportOpt = Path("reports/baseline.json"),
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("logreg_c=0.5") = None,
 ) -> None:
     """Embedding baselines: nearest class centre (weight imprinting) and logistic regression.
 
@@ -289,6 +386,7 @@ def baseline(
     """
     from stages import baseline as stage
 
+    refuse_dvc_outputs(report)
     p = stage_params("baseline", params, set_)
     result = stage.run(p.baseline, split_manifest, embeddings)
     finish(result, report)
@@ -297,7 +395,7 @@ def baseline(
         typer.echo(f"{method:<20} accuracy {m['accuracy']:.1%}  macro-F1 {m['macro_f1']:.3f}")
 
 
-@app.command()
+@app.command(epilog=params_epilog("generate"))
 @user_errors
 def generate(
     split_manifest: Annotated[
@@ -307,49 +405,69 @@ def generate(
         "data/generated"
     ),
     enabled: Annotated[
-        bool | None, typer.Option("--enable/--disable", help="Run (default: generate.enabled)")
+        bool | None,
+        typer.Option("--enable/--disable", help=flag("generate", "enabled", "Run the stage")),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="warp | stargan | instruct-pix2pix | img2img")
+        str | None,
+        typer.Option(
+            help=flag("generate", "backend", "warp / stargan / instruct-pix2pix / img2img")
+        ),
     ] = None,
     expressions: Annotated[
-        str | None, typer.Option(help="Comma-separated, e.g. smile,frown,surprise")
+        str | None,
+        typer.Option(help=flag("generate", "expressions", "Comma-separated, e.g. smile,frown")),
     ] = None,
-    variants: Annotated[int | None, typer.Option(help="Variants per training image")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Identity distance limit")] = None,
-    model: Annotated[str | None, typer.Option(help="Diffusion: hub id or local folder")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="StarGAN generator checkpoint")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    variants: Annotated[
+        int | None,
+        typer.Option(help=flag("generate", "variants_per_image", "Variants per training image")),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help=flag("generate", "identity_threshold", "Identity distance limit")),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help=flag("generate", "model", "Diffusion: hub id or local folder")),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help=flag("generate", "checkpoint", "StarGAN generator checkpoint")),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help=flag("generate", "device", "auto | cpu | cuda | cuda:N | mps")),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=flag("", "seed", "Seed"))] = None,
     report: ReportOpt = Path("reports/generate.json"),
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("variants_per_image=2") = None,
 ) -> None:
     """Make expression variants of each training image; keep the same person.
 
-    Backends (`prep list generators`; params: `generate` in params.yaml):
+    Backends (`prep list generators`; their params are in the table below):
 
-      warp              dlib's 68 landmarks moved, thin-plate-spline warp;
-                        CPU, no model (warp_strength, warp_jitter, workers)
-      stargan           StarGAN generator from a checkpoint file, e.g. RaFD
-                        (checkpoint, stargan_domains, stargan_size)
-      instruct-pix2pix  diffusers InstructPix2Pix, an instruction per
-                        expression (model, instructions, steps,
-                        guidance_scale, image_guidance_scale)
-      img2img           diffusers image-to-image (SDEdit), a prompt per
-                        expression (model, prompt, phrases, strength,
-                        steps, guidance_scale)
+    - **warp**: dlib's 68 landmarks moved, thin-plate-spline warp; CPU, no model
+      (warp_strength, warp_jitter, workers)
+    - **stargan**: the StarGAN generator from a checkpoint file, e.g. RaFD's
+      (checkpoint, stargan_domains, stargan_size)
+    - **instruct-pix2pix**: diffusers' InstructPix2Pix, an instruction per expression
+      (model, instructions, steps, guidance_scale, image_guidance_scale)
+    - **img2img**: diffusers' image-to-image (SDEdit), a prompt per expression
+      (model, prompt, phrases, strength, steps, guidance_scale)
 
-    Diffusion: dtype, batch_size, diffusion_size, attention_slicing,
-    vae_tiling, cpu_offload. Several GPUs: `accelerate launch --multi_gpu
-    --num_processes N -m pipeline.cli generate ...` (or torchrun).
+    Diffusion: dtype, batch_size, diffusion_size, attention_slicing, vae_tiling,
+    cpu_offload. Several GPUs: `accelerate launch --multi_gpu --num_processes N -m
+    pipeline.cli generate ...` (or torchrun).
 
-    Each variant is embedded and kept only below identity_threshold; the
-    others go to rejects.csv as identity_lost, with the distance.
-    Disabled (the default), it writes an empty manifest.
+    Each variant is embedded and kept only below identity_threshold; the others go to
+    rejects.csv as identity_lost, with the distance. Disabled (the default), it writes
+    an empty manifest.
     """
+
     from stages import generate as stage
 
+    refuse_dvc_outputs(out, report)
     listed = [e.strip() for e in expressions.split(",") if e.strip()] if expressions else None
     p = stage_params(
         "generate", params, set_, enabled=enabled, backend=backend, expressions=listed,
@@ -359,41 +477,59 @@ def generate(
     finish(stage.run(p.generate, p.seed, split_manifest, out), report)
 
 
-@app.command()
+@app.command(epilog=params_epilog("augment"))
 @user_errors
 def augment(
     source: Annotated[
         Path,
         typer.Argument(help="A manifest (train rows are used) or any ImageFolder, e.g. data/raw"),
     ] = Path("data/split/manifest.csv"),
-    out: Annotated[Path, typer.Option(help="Output ImageFolder + manifest.csv")] = Path(
-        "data/augmented"
-    ),
-    factor: Annotated[int | None, typer.Option(help="Images per source, original included")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output ImageFolder + manifest.csv (default: data/augmented for a manifest, "
+            "<folder>_augmented beside an ImageFolder)"
+        ),
+    ] = None,
+    factor: Annotated[
+        int | None,
+        typer.Option(help=flag("augment", "factor", "Images per source, original included")),
+    ] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="Recipe name (`prep list recipes`) or albumentations YAML")
+        str | None,
+        typer.Option(
+            help=flag("augment", "recipe", "`prep list recipes` or an albumentations YAML")
+        ),
     ] = None,
     keep_original: Annotated[
         bool | None, typer.Option("--keep-original/--no-keep-original", help="Variant 0 = source")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes; 0 = one per core")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=flag("augment", "workers", "Processes; 0 = one per core"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=flag("", "seed", "Seed"))] = None,
     generated: Annotated[
         Path | None, typer.Option(help="Manifest of generated variants to expand too")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Plan and count, write nothing")] = False,
     report: ReportOpt = None,
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("factor=4") = None,
 ) -> None:
     """Expand each training image N times with classic transforms (albumentations).
 
     Outputs are byte-identical for any worker count: each output's seed comes from
     (seed, source sha256, variant index), and its applied parameters are stored
-    in the manifest's `params` column.
+    in the manifest's `params` column. `prep augment --factor 8 data/raw` works on any
+    ImageFolder, without DVC, and writes data/raw_augmented/.
     """
     from stages import augment as stage
 
+    if out is None:  # an ImageFolder is a standalone run: never into the pipeline's folder
+        folder = source.suffix.lower() != ".csv"
+        out = source.with_name(f"{source.name}_augmented") if folder else DEFAULT_AUG
+    if not dry_run:
+        refuse_dvc_outputs(out, report)
     p = stage_params(
         "augment", params, set_, factor=factor, recipe=recipe, keep_original=keep_original,
         workers=workers, seed=seed,
@@ -525,7 +661,7 @@ def _stage_order(path: Path) -> tuple[int, str]:
     return (order.index(path.stem) if path.stem in order else len(order), path.stem)
 
 
-@app.command()
+@app.command(epilog=params_epilog("train"))
 @user_errors
 def train(
     train_manifest: Annotated[
@@ -536,20 +672,28 @@ def train(
     ] = Path("data/split/manifest.csv"),
     out: Annotated[Path, typer.Option(help="Folder for model.pt + model.json")] = Path("models"),
     live: Annotated[Path, typer.Option(help="DVCLive folder: curves + summary")] = Path("dvclive"),
-    backbone: Annotated[str | None, typer.Option(help="`prep backbones` lists them")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help=flag("train", "backbone", "`prep backbones` lists them"))
+    ] = None,
     freeze: Annotated[
-        str | None, typer.Option(help="all | 0 | N leading layers | a fraction in (0, 1]")
+        str | None,
+        typer.Option(help=flag("train", "freeze", "all / 0 / N leading layers / a fraction")),
     ] = None,
     source: Annotated[
-        str | None, typer.Option(help="augmented | split (train on the split's train rows)")
+        str | None,
+        typer.Option(help=flag("train", "source", "augmented / split (no augmentation)")),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=flag("train", "epochs", "Maximum epochs"))
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help=flag("train", "lr", "Learning rate"))] = None,
+    device: Annotated[
+        str | None, typer.Option(help=flag("train", "device", "auto | cpu | cuda | cuda:N | mps"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=flag("", "seed", "Seed"))] = None,
     report: ReportOpt = None,
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("lr=0.0003") = None,
 ) -> None:
     """Fine-tune a backbone with a new head; keep the best validation epoch.
 
@@ -558,6 +702,7 @@ def train(
     """
     from stages import train as stage
 
+    refuse_dvc_outputs(out, live, report)
     typed_freeze = parse_overrides([f"freeze={freeze}"])["freeze"] if freeze else None
     p = stage_params(
         "train", params, set_, backbone=backbone, freeze=typed_freeze, source=source,
@@ -572,7 +717,7 @@ def train(
     )
 
 
-@app.command()
+@app.command(epilog=params_epilog("evaluate"))
 @user_errors
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="Folder written by `prep train`")] = Path(
@@ -584,14 +729,18 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="test.json, predictions.csv, mistakes.png")] = Path(
         "metrics"
     ),
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help=flag("evaluate", "device", "auto | cpu | cuda | cuda:N | mps")),
+    ] = None,
     report: ReportOpt = None,
     params: ParamsOpt = None,
-    set_: SetOpt = None,
+    set_: set_option("top_k=5") = None,
 ) -> None:
     """Score the model on the test rows: accuracy, macro-F1, top-k, per class, worst mistakes."""
     from stages import evaluate as stage
 
+    refuse_dvc_outputs(out, report)
     p = stage_params("evaluate", params, set_, device=device)
     result = stage.run(p.evaluate, model_dir, split_manifest, out)
     finish(result, report)

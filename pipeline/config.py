@@ -11,7 +11,11 @@ error rather than a silent fallback. Values are layered in this order:
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -268,6 +272,48 @@ def default_params_file() -> Path:
     raise ConfigError(f"no default {PARAMS_FILE} found (looked in {candidates})")
 
 
+@dataclass(frozen=True)
+class KeyDoc:
+    """One key of params.yaml as its file shows it: the default as written, and its comment."""
+
+    key: str
+    default: str
+    comment: str
+
+
+_SECTION = re.compile(r"^(\w+):\s*(?:#.*)?$")
+_KEY = re.compile(r"^  (\w+):\s*(.*?)\s*(?:#\s?(.*))?$")
+_MORE = re.compile(r"^\s{3,}#\s?(.*)$")  # a comment continued on the next lines
+
+
+@cache
+def params_doc() -> dict[str, list[KeyDoc]]:
+    """Each section's keys with the defaults and comments of the default params.yaml.
+
+    The file's comments are the documentation of every param, so `--help` shows them as
+    written rather than a second copy that could drift.
+    """
+    sections: dict[str, list[KeyDoc]] = {"": []}  # "": top-level keys (seed)
+    keys: list[KeyDoc] | None = None
+    for line in default_params_file().read_text(encoding="utf-8").splitlines():
+        if section := _SECTION.match(line):
+            keys = sections.setdefault(section.group(1), [])
+        elif top := _KEY.match(f"  {line}") if line[:1].isalpha() else None:
+            keys = None
+            sections[""].append(KeyDoc(top.group(1), top.group(2), top.group(3) or ""))
+        elif keys is not None and (key := _KEY.match(line)):
+            keys.append(KeyDoc(key.group(1), key.group(2), key.group(3) or ""))
+        elif keys and (more := _MORE.match(line)):
+            last = keys[-1]
+            keys[-1] = KeyDoc(last.key, last.default, f"{last.comment} {more.group(1)}".strip())
+    return sections
+
+
+def default_of(section: str, key: str) -> str:
+    """``key``'s default in params.yaml as written, or "" when it is not there."""
+    return next((k.default for k in params_doc().get(section, []) if k.key == key), "")
+
+
 def load_params(
     path: Path | None = None, overrides: dict[str, Any] | list[str] | None = None
 ) -> Params:
@@ -329,9 +375,18 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         child = node.get(part)
         if not isinstance(child, dict):
-            raise ConfigError(f"unknown params key {dotted!r}: {part!r} is not a section")
+            sections = [k for k, v in node.items() if isinstance(v, dict)]
+            raise ConfigError(
+                f"unknown params key {dotted!r}: {part!r} is not a section"
+                f"{_did_you_mean(part, sections)}"
+            )
         node = child
     node[leaf] = value
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
@@ -341,11 +396,25 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
         if problem["type"] == "missing":
             lines.append(f"  {key}: missing from {PARAMS_FILE}")
             continue
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key{_suggest_key(problem['loc'])}")
+            continue
         got = problem.get("input")
         shown = "" if isinstance(got, dict) else f" = {got!r}"
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}{shown}: {message}{_allowed(problem['loc'])}")
     return "\n".join(lines)
+
+
+def _suggest_key(loc: tuple[Any, ...]) -> str:
+    """A close, valid key of the same section, for a key the models do not know."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return _did_you_mean(str(loc[-1]), list(model.model_fields))
 
 
 def _allowed(loc: tuple[Any, ...]) -> str:

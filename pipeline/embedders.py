@@ -179,9 +179,13 @@ class FacenetEmbedder:
 
         backbone = get_backbone("inception_resnet_v1")
         try:
-            trunk, _ = build_trunk(backbone, FACENET_SIZE, Path(weights) if weights else None)
+            trunk, _ = build_trunk(
+                backbone, FACENET_SIZE, Path(weights) if weights else None,
+                weights_key="embed.weights",
+            )  # fmt: skip
         except UserError as err:
-            raise UserError(_facenet_help(err)) from None
+            message = f"the facenet embedder needs VGGFace2 weights: {err} {_OFFLINE_HINT}"
+            raise UserError(message) from None
         self._torch = torch
         self.device = resolve_device(device)
         self._model = torch.nn.Sequential(Normalize(backbone.mean, backbone.std), trunk)
@@ -203,12 +207,7 @@ class FacenetEmbedder:
         return np.concatenate(out).astype(np.float32)
 
 
-def _facenet_help(err: UserError) -> str:
-    return (
-        f"the facenet embedder needs VGGFace2 weights: {err}. With no network, download "
-        "20180402-114759-vggface2.pt elsewhere and set `embed.weights: <path>` "
-        "(`prep embed -s weights=<path>`), or use the offline default `embed.embedder: dlib`."
-    )
+_OFFLINE_HINT = "Or use the offline default `embed.embedder: dlib`."
 
 
 def _square(crop: np.ndarray, size: int) -> np.ndarray:

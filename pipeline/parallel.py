@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-from tqdm import tqdm
+from pipeline.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,24 +37,27 @@ def parallel_map(
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
     chunksize: int | None = None,
-    progress: bool = True,
+    unit: str = "images",
+    weight: Callable[[T], int] | None = None,
 ) -> Iterator[R]:
-    """Yield ``fn(item)`` for each item, in order; in-process when one worker suffices."""
+    """Yield ``fn(item)`` for each item, in order; in-process when one worker suffices.
+
+    Progress counts ``unit``s: each item is ``weight(item)`` of them (1 by default), so a
+    batch of 32 crops counts 32 crops, not one batch.
+    """
     workers = min(resolve_workers(workers), max(1, len(items)))
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False)
-    try:
+    sizes = [weight(item) if weight else 1 for item in items]
+    with Progress(sum(sizes), desc, unit) as progress:
         if workers == 1:
             if initializer is not None:
                 initializer(*initargs)
-            for item in items:
+            for item, size in zip(items, sizes, strict=True):
                 yield fn(item)
-                bar.update()
+                progress.update(size)
             return
         chunksize = chunksize or max(1, min(32, len(items) // (workers * 8)))
         context = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
         with ProcessPoolExecutor(workers, context, initializer, initargs) as pool:
-            for result in pool.map(fn, items, chunksize=chunksize):
+            for result, size in zip(pool.map(fn, items, chunksize=chunksize), sizes, strict=True):
                 yield result
-                bar.update()
-    finally:
-        bar.close()
+                progress.update(size)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 from torch import nn
 
+from pipeline.checkpoints import load_torch_file
 from pipeline.errors import UserError
 
 # RaFD's eight expressions in the order the authors' ImageFolder loader sees them
@@ -114,10 +115,7 @@ def load_generator(checkpoint: Path, device: torch.device | str = "cpu") -> Gene
             f"StarGAN checkpoint {checkpoint} does not exist; set generate.checkpoint to a "
             "generator state dict (e.g. the authors' 200000-G.ckpt for RaFD)"
         )
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, non-torch files
-        raise UserError(f"cannot read StarGAN checkpoint {checkpoint}: {err}") from None
+    state = load_torch_file(checkpoint, "StarGAN checkpoint")
     if isinstance(state, dict) and isinstance(state.get("G"), dict):
         state = state["G"]  # a combined {G, D} checkpoint
     if not isinstance(state, dict):

@@ -273,7 +273,7 @@ def _expand_all(jobs: list[Job], params: AugmentParams, seed: int) -> list[Outco
     try:
         results = parallel_map(
             _expand, [jobs[i] for i in order], resolve_workers(params.workers), desc=STAGE,
-            initializer=_init_worker, initargs=initargs,
+            initializer=_init_worker, initargs=initargs, unit="sources",
         )  # fmt: skip
         outcomes: list[Outcome | None] = [None] * len(jobs)
         for index, outcome in zip(order, results, strict=True):

@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from pipeline.config import DetectParams
 from pipeline.crops import CropGeometry, outside_fraction
@@ -45,6 +44,7 @@ from pipeline.manifest import (
     to_posix,
     write_manifest,
 )
+from pipeline.progress import Progress
 from pipeline.report import StageReport
 
 STAGE = "detect"
@@ -83,7 +83,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     )
     writer = CropWriter(params, out_dir)
     started = time.perf_counter()
-    with tqdm(total=len(rows), desc="detect", unit="img", leave=False) as bar:
+    with Progress(len(rows), "detect", "photos") as bar:
         for batch in batched(size_order(rows), params.batch_size):
             writer.process(detector, [(i, rows[i]) for i in batch])
             bar.update(len(batch))

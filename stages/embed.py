@@ -102,11 +102,11 @@ def compute(
     failed: dict[str, str] = {}
     if workers == 1:
         _WORKER["embedder"] = embedder  # reuse the one already built
-        results = parallel_map(_embed_batch, batches, 1, desc="embed batches")
+        results = parallel_map(_embed_batch, batches, 1, "embed", unit="crops", weight=len)
     else:
         results = parallel_map(
-            _embed_batch, batches, workers, desc="embed batches", initializer=_init_worker,
-            initargs=(params,), chunksize=1,
+            _embed_batch, batches, workers, "embed", initializer=_init_worker,
+            initargs=(params,), chunksize=1, unit="crops", weight=len,
         )  # fmt: skip
     for batch_vectors, batch_failed in results:
         vectors.update(batch_vectors)

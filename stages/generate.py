@@ -150,7 +150,7 @@ def _generate(
         backend(params)  # bad expressions or a missing model fail here, not in a worker
     results = parallel_map(
         _run_chunk, [c for _, c in mine], workers, desc=STAGE,
-        initializer=_init_worker, initargs=(params,),
+        initializer=_init_worker, initargs=(params,), unit="sources", weight=len,
     )  # fmt: skip
     try:
         return [(i, outcome) for (i, _), outcome in zip(mine, results, strict=True)]

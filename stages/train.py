@@ -50,6 +50,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import StageError, UserError
 from pipeline.files import prepare_output_dir
 from pipeline.manifest import Row, read_manifest
+from pipeline.progress import track
 from pipeline.report import StageReport
 
 STAGE = "train"
@@ -482,7 +483,8 @@ def _autocast(device: torch.device, amp: bool) -> torch.autocast:
 
 
 def _progress(items: list[torch.Tensor], desc: str) -> Iterator[torch.Tensor]:
-    return iter(tqdm(items, desc=desc, leave=False, disable=None, file=sys.stderr))
+    """Batches of image indices, counted as images: a bar, or log lines off a terminal."""
+    return track(items, sum(len(batch) for batch in items), desc, "images", weight=len)
 
 
 def _log_epoch(live: Any, row: dict[str, float], epoch: int, epochs: int) -> None:

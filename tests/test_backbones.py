@@ -132,7 +132,7 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path: Path) -> None
 
 def test_weights_file_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     torch.save({"net": nn.Linear(2, 2)}, tmp_path / "pickled.pt")  # a module, not tensors
-    with pytest.raises(UserError, match="not a loadable state_dict"):
+    with pytest.raises(UserError, match="not plain weights"):
         build_trunk(get_backbone("small_cnn"), 32, weights=tmp_path / "pickled.pt")
 
 

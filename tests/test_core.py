@@ -133,7 +133,7 @@ def test_registry_lists_filters_and_explains_unknown_names() -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_parallel_map_keeps_input_order(workers: int) -> None:
     items = list(range(50))
-    assert list(parallel_map(_square, items, workers, progress=False)) == [x * x for x in items]
+    assert list(parallel_map(_square, items, workers)) == [x * x for x in items]
 
 
 def test_derived_seeds_are_stable_and_distinct() -> None:
@@ -141,3 +141,22 @@ def test_derived_seeds_are_stable_and_distinct() -> None:
     seeds = {derive_seed(s, k, i) for s in (0, 1) for k in ("a", "b") for i in range(4)}
     assert len(seeds) == 16
     assert all(0 <= s < 2**32 for s in seeds)
+
+
+def _length(items: list[int]) -> int:
+    return len(items)
+
+
+def test_parallel_map_progress_counts_units_not_batches(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal (as in CI logs) progress is plain lines; batches count their items."""
+    from pipeline import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line after every batch
+    batches = [[1, 2], [3], [4, 5, 6]]
+    assert list(parallel_map(_length, batches, 1, "embed", unit="crops", weight=len)) == [2, 1, 3]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" (")[0].split(" crops")[0] for line in lines] == [
+        "embed: 2/6", "embed: 3/6", "embed: 6/6",
+    ]  # fmt: skip

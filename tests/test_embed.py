@@ -113,6 +113,13 @@ def test_stage_reuses_the_cache_by_content_hash(tmp_path: Path) -> None:
     assert len(load_embeddings(cache)) == 4
 
 
+def test_stage_progress_counts_crops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, _ = _crop_manifest(tmp_path, 4, broken=1)
+    params = load_params().embed.model_copy(update={"workers": 1, "batch_size": 2})
+    embed.run(params, manifest, tmp_path / "emb.npz")
+    assert "embed: 5/5 crops" in capsys.readouterr().err  # 3 batches, 5 crops
+
+
 def test_cache_from_another_embedder_setting_is_not_reused(tmp_path: Path) -> None:
     manifest, _ = _crop_manifest(tmp_path, 2)
     params = load_params().embed.model_copy(update={"workers": 1})

@@ -120,6 +120,13 @@ def test_outputs_are_byte_identical_for_any_worker_count(split_manifest: Path) -
     assert [r["params"] for r in one] == [r["params"] for r in two]
 
 
+def test_stage_progress_counts_sources(
+    split_manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generate.run(_params(workers=1), 0, split_manifest, Path("gen"))
+    assert "generate: 2/2 sources" in capsys.readouterr().err  # 2 train images, 6 variants
+
+
 @pytest.mark.slow  # two processes, each loading dlib's models (~15 s on 2 cores)
 def test_launched_processes_share_the_work_and_match_one_process(split_manifest: Path) -> None:
     """What several GPUs do, on CPU: torchrun starts 2 processes that split the images."""

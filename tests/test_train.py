@@ -168,6 +168,21 @@ def test_linear_probe_on_cached_features_learns_and_logs(in_tmp: Path) -> None:
     assert meta["classes"] == ["class0", "class1", "class2"] and meta["image_size"] == 32
 
 
+def test_feature_caching_reports_progress_off_a_terminal(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a log (no terminal) the ~30 s of feature caching must not be silent."""
+    from pipeline import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    split, aug = make_dataset(Path("data"))
+    _run(params(epochs=1, batch_size=4), split, aug)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("features")]
+    assert lines and lines[-1].startswith("features: 3/3 images")  # the val images, last
+    train = [line.split(" images")[0] for line in lines[:-1]]  # 12 distinct files, batches of 4
+    assert train == ["features: 4/12", "features: 8/12", "features: 12/12"]
+
+
 def test_training_is_reproducible_with_a_seed(in_tmp: Path) -> None:
     split, aug = make_dataset(Path("data"))
     p = params(backbone="small_cnn", freeze=0, epochs=2, mixup="label")
