@@ -44,7 +44,13 @@ SetOpt = Annotated[
         "--set", "-s", help="Override a param of this stage, e.g. -s min_prob=0.95 (repeatable)"
     ),
 ]
-ReportOpt = Annotated[Path | None, typer.Option(help="Where to write the stage summary JSON")]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where to write the stage summary JSON (a DVC metric); run times and speed go to "
+        "runtime/ beside it"
+    ),
+]
 
 
 def user_errors(command: F) -> F:
@@ -77,9 +83,12 @@ def _scoped(section: str, item: str) -> str:
     return item if "." in key or key == "seed" else f"{section}.{item}"
 
 
-def finish(report: StageReport, report_path: Path | None) -> None:
+def finish(report: StageReport, report_path: Path | None, runtime: Path | None = None) -> None:
+    """Write the metrics (and runtime figures beside them, or to ``runtime``); print both."""
     if report_path is not None:
-        report.write(report_path)
+        report.write(report_path, runtime)
+    elif runtime is not None:
+        report.write_runtime(runtime)
     typer.echo(report.summary())
 
 
@@ -206,7 +215,7 @@ def embed(
     p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
     result = stage.run(p.embed, faces, out, cache)
     finish(result, report)
-    typer.echo(f"{result.extra['computed']} computed, {result.extra['cached']} from the cache")
+    typer.echo(f"{result.runtime['computed']} computed, {result.runtime['cached']} from the cache")
 
 
 @app.command()
@@ -548,13 +557,17 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: params seed)")] = None,
     report: ReportOpt = None,
+    runtime: Annotated[
+        Path, typer.Option(help="Where wall time, images/s and device go (not a DVC metric)")
+    ] = Path("reports/runtime/train.json"),
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune a backbone with a new head; keep the best validation epoch.
 
     With freeze all (the default) the backbone's features are computed once per image and
-    only the head trains: seconds on a CPU. Curves and summary metrics go to DVCLive.
+    only the head trains: seconds on a CPU. Curves and summary metrics go to DVCLive; what
+    the run took (it differs every run) to --runtime.
     """
     from stages import train as stage
 
@@ -564,11 +577,12 @@ def train(
         epochs=epochs, lr=lr, device=device, seed=seed,
     )  # fmt: skip
     result = stage.run(p.train, p.seed, train_manifest, split_manifest, out, live)
-    finish(result, report)
+    finish(result, report, runtime)
     m = result.extra
     typer.echo(
         f"best val acc {m.get('best_val_acc', float('nan')):.3f} at epoch {m['best_epoch']} "
-        f"(rise epoch {m.get('rise_epoch', '-')}), {m['images_per_s']} images/s; model in {out}/"
+        f"(rise epoch {m.get('rise_epoch', '-')}), {result.runtime['images_per_s']} images/s; "
+        f"model in {out}/"
     )
 
 

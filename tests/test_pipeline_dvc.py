@@ -42,6 +42,23 @@ def test_repro_runs_every_stage_and_accounts_for_every_file(project: Path) -> No
         assert (project / "reports" / f"{report}.json").is_file()
 
 
+def test_an_identical_rerun_changes_no_metric(project: Path) -> None:
+    """Speeds, times and cache counts change every run; the metrics DVC compares must not."""
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro", cwd=project)
+    # Stages that time themselves; detect (~10 s more here) is left to test_detect.py, and
+    # generate, disabled here, has no speed to compare.
+    timed = ["embed", "augment", "train"]
+    log = sh("dvc", "repro", "--force", "--single-item", *timed, cwd=project)
+    assert all(f"Running stage '{stage}'" in log for stage in timed)
+    assert json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project)) == {}
+    assert sh("git", "status", "--porcelain", cwd=project) == ""  # dvc.lock, reports: the same
+    for stage in timed:  # still there for people to read, outside the metrics
+        runtime = json.loads((project / "reports" / "runtime" / f"{stage}.json").read_text())
+        assert "seconds" in runtime or "wall_time_s" in runtime
+    assert "computed=0, cached=" in log and "images_per_second=" in log  # and printed
+
+
 def test_changing_an_augment_param_reruns_augment_alone(project: Path) -> None:
     assert "up to date" in sh("dvc", "status", cwd=project)
     set_params(project / "params.yaml", {"augment": {"factor": 3}})
