@@ -657,6 +657,38 @@ def efficiency_report(
     typer.echo(f"{len(runs)} experiment(s); wrote {out}.md, {out}.csv, {out}.png")
 
 
+@app.command("plots")
+@user_errors
+def plots(
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files")] = Path("reports/plots"),
+    html: Annotated[
+        bool, typer.Option(help="Also write OUT/index.html: DVC's interactive page, offline")
+    ] = False,
+) -> None:
+    """Draw every plot dvc.yaml declares as PNG files, offline.
+
+    `dvc plots show` writes a page that loads Vega from the internet, so
+    offline it stays blank. This draws the same charts, from `dvc plots
+    show --json`, with a bundled Vega (vl-convert). Run it in the project
+    root; it writes to --out (default reports/plots/):
+
+      dvclive_plots_metrics_train_loss.png   train: loss per epoch (x: step
+        ..._train_acc, _val_loss, _val_acc   = epoch - 1); also _lr.png
+      metrics_predictions.png                evaluate: test confusion matrix
+      metrics_mistakes.png                   evaluate: worst mistakes (copy)
+
+    Nothing trained yet: run `dvc repro` first. A plot whose file is
+    missing is named on stderr; the others are still drawn.
+    """
+    from pipeline.plots import write_plots
+
+    outcome = write_plots(out, html)
+    for item in outcome.written:
+        typer.echo(f"wrote {item.path}  ({item.source})")
+    for problem in outcome.missing:
+        typer.secho(f"not drawn: {problem}; run `dvc repro`", fg=typer.colors.YELLOW, err=True)
+
+
 @app.command("backbones")
 @user_errors
 def list_backbones(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from dvc_project import copy_project, init_repo, set_params, sh
+from PIL import Image
 
 from pipeline.manifest import read_manifest
 
@@ -40,6 +41,25 @@ def test_repro_runs_every_stage_and_accounts_for_every_file(project: Path) -> No
     assert len(augmented) == 4 * len(train)
     for report in ("detect", "clean", "split", "augment"):
         assert (project / "reports" / f"{report}.json").is_file()
+
+
+def test_prep_plots_draws_every_declared_plot_offline(project: Path) -> None:
+    log = sh("prep", "plots", "--html", cwd=project)
+    out = project / "reports" / "plots"
+    curves = [
+        f"dvclive_plots_metrics_{s}_{m}.png" for s in ("train", "val") for m in ("loss", "acc")
+    ]
+    for name in [*curves, "metrics_predictions.png", "metrics_mistakes.png"]:
+        assert f"wrote reports/plots/{name}" in log
+        with Image.open(out / name) as image:
+            image.load()  # decodes
+            assert image.width >= 300 and image.height >= 100
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 20, name  # drawn, not a blank canvas
+    page = (out / "index.html").read_text()
+    assert "window.vegaEmbed=" in page and "cdn.jsdelivr" not in page  # Vega inlined
+    assert "up to date" in sh("dvc", "status", cwd=project)  # not an output: nothing changed
+    assert "reports/plots" not in sh("git", "status", "--porcelain", cwd=project)  # ignored
 
 
 def test_an_identical_rerun_changes_no_metric(project: Path) -> None:
