@@ -513,8 +513,27 @@ def show_params(params: ParamsOpt = None, set_: SetOpt = None) -> None:
 @user_errors
 def summary(
     reports: Annotated[Path, typer.Argument(help="Folder of stage reports")] = Path("reports"),
+    experiments: Annotated[
+        bool, typer.Option("--experiments", "-e", help="One row per DVC experiment instead")
+    ] = False,
+    exp_json: Annotated[
+        Path | None,
+        typer.Option(help="With -e: saved `dvc exp show --json` output (default: run it here)"),
+    ] = None,
+    width: Annotated[int, typer.Option(help="With -e: the widest line, in characters")] = 100,
 ) -> None:
-    """Print a table of every stage's counts (in, kept, rejected by reason)."""
+    """Print a table of every stage's counts (in, kept, rejected by reason).
+
+    With --experiments: one row per row of `dvc exp show` (workspace, commits,
+    experiments), with only the params that differ between them and the
+    headline metrics: test acc (metrics/test.json accuracy), baseline
+    (reports/baseline.json logistic_regression.accuracy), train imgs
+    (dvclive/metrics.json n_train). Run times and speeds are not metrics:
+    they are in reports/runtime/.
+    """
+    if experiments:
+        _experiments_summary(exp_json, width)
+        return
     files = sorted(reports.glob("*.json"), key=_stage_order)
     if not files:
         raise UserError(f"no reports in {reports}/: run `dvc repro` or a stage first")
@@ -527,6 +546,16 @@ def summary(
         typer.echo(
             f"{file.stem:<10} {data['in']:>6} {data['kept']:>6} {data['rejected']:>9}  {reasons}"
         )
+
+
+def _experiments_summary(exp_json: Path | None, width: int) -> None:
+    from pipeline import efficiency, experiments
+
+    data = json.loads(exp_json.read_text()) if exp_json else efficiency.dvc_exp_show()
+    runs = efficiency.exp_show_rows(data)
+    if not runs:
+        raise UserError("no experiments with metrics yet: run `dvc repro` or `dvc exp run` first")
+    typer.echo(experiments.table(runs, width))
 
 
 def _stage_order(path: Path) -> tuple[int, str]:
