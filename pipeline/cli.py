@@ -50,7 +50,13 @@ def set_option(example: str) -> Any:
 
 
 SetOpt = set_option("seed=1")
-ReportOpt = Annotated[Path | None, typer.Option(help="Where to write the stage summary JSON")]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where to write the stage summary JSON (a DVC metric); run times and speed go to "
+        "runtime/ beside it"
+    ),
+]
 DEFAULT_AUG = Path("data/augmented")
 
 
@@ -143,9 +149,12 @@ def dvc_outputs(dvc_yaml: Path) -> dict[Path, str]:
     return owned
 
 
-def finish(report: StageReport, report_path: Path | None) -> None:
+def finish(report: StageReport, report_path: Path | None, runtime: Path | None = None) -> None:
+    """Write the metrics (and runtime figures beside them, or to ``runtime``); print both."""
     if report_path is not None:
-        report.write(report_path)
+        report.write(report_path, runtime)
+    elif runtime is not None:
+        report.write_runtime(runtime)
     typer.echo(report.summary())
 
 
@@ -290,7 +299,7 @@ def embed(
     p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
     result = stage.run(p.embed, faces, out, cache)
     finish(result, report)
-    typer.echo(f"{result.extra['computed']} computed, {result.extra['cached']} from the cache")
+    typer.echo(f"{result.runtime['computed']} computed, {result.runtime['cached']} from the cache")
 
 
 @app.command(epilog=params_epilog("clean"))
@@ -640,8 +649,27 @@ def show_params(params: ParamsOpt = None, set_: SetOpt = None) -> None:
 @user_errors
 def summary(
     reports: Annotated[Path, typer.Argument(help="Folder of stage reports")] = Path("reports"),
+    experiments: Annotated[
+        bool, typer.Option("--experiments", "-e", help="One row per DVC experiment instead")
+    ] = False,
+    exp_json: Annotated[
+        Path | None,
+        typer.Option(help="With -e: saved `dvc exp show --json` output (default: run it here)"),
+    ] = None,
+    width: Annotated[int, typer.Option(help="With -e: the widest line, in characters")] = 100,
 ) -> None:
-    """Print a table of every stage's counts (in, kept, rejected by reason)."""
+    """Print a table of every stage's counts (in, kept, rejected by reason).
+
+    With --experiments: one row per row of `dvc exp show` (workspace, commits,
+    experiments), with only the params that differ between them and the
+    headline metrics: test acc (metrics/test.json accuracy), baseline
+    (reports/baseline.json logistic_regression.accuracy), train imgs
+    (dvclive/metrics.json n_train). Run times and speeds are not metrics:
+    they are in reports/runtime/.
+    """
+    if experiments:
+        _experiments_summary(exp_json, width)
+        return
     files = sorted(reports.glob("*.json"), key=_stage_order)
     if not files:
         raise UserError(f"no reports in {reports}/: run `dvc repro` or a stage first")
@@ -656,8 +684,21 @@ def summary(
         )
 
 
+def _experiments_summary(exp_json: Path | None, width: int) -> None:
+    from pipeline import efficiency, experiments
+
+    data = json.loads(exp_json.read_text()) if exp_json else efficiency.dvc_exp_show()
+    runs = efficiency.exp_show_rows(data)
+    if not runs:
+        raise UserError("no experiments with metrics yet: run `dvc repro` or `dvc exp run` first")
+    typer.echo(experiments.table(runs, width))
+
+
 def _stage_order(path: Path) -> tuple[int, str]:
-    order = ["detect", "embed", "clean", "split", "generate", "augment", "train", "evaluate"]
+    order = [
+        "detect", "embed", "clean", "split", "baseline", "generate", "augment", "train",
+        "evaluate",
+    ]  # fmt: skip
     return (order.index(path.stem) if path.stem in order else len(order), path.stem)
 
 
@@ -692,13 +733,17 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(help=flag("", "seed", "Seed"))] = None,
     report: ReportOpt = None,
+    runtime: Annotated[
+        Path, typer.Option(help="Where wall time, images/s and device go (not a DVC metric)")
+    ] = Path("reports/runtime/train.json"),
     params: ParamsOpt = None,
     set_: set_option("lr=0.0003") = None,
 ) -> None:
     """Fine-tune a backbone with a new head; keep the best validation epoch.
 
     With freeze all (the default) the backbone's features are computed once per image and
-    only the head trains: seconds on a CPU. Curves and summary metrics go to DVCLive.
+    only the head trains: seconds on a CPU. Curves and summary metrics go to DVCLive; what
+    the run took (it differs every run) to --runtime.
     """
     from stages import train as stage
 
@@ -709,11 +754,12 @@ def train(
         epochs=epochs, lr=lr, device=device, seed=seed,
     )  # fmt: skip
     result = stage.run(p.train, p.seed, train_manifest, split_manifest, out, live)
-    finish(result, report)
+    finish(result, report, runtime)
     m = result.extra
     typer.echo(
         f"best val acc {m.get('best_val_acc', float('nan')):.3f} at epoch {m['best_epoch']} "
-        f"(rise epoch {m.get('rise_epoch', '-')}), {m['images_per_s']} images/s; model in {out}/"
+        f"(rise epoch {m.get('rise_epoch', '-')}), {result.runtime['images_per_s']} images/s; "
+        f"model in {out}/"
     )
 
 
@@ -790,6 +836,38 @@ def efficiency_report(
     groups = tuple(group_by) if group_by else efficiency.DEFAULT_GROUP_BY
     typer.echo(efficiency.write_report(runs, out, metric, groups))
     typer.echo(f"{len(runs)} experiment(s); wrote {out}.md, {out}.csv, {out}.png")
+
+
+@app.command("plots")
+@user_errors
+def plots(
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files")] = Path("reports/plots"),
+    html: Annotated[
+        bool, typer.Option(help="Also write OUT/index.html: DVC's interactive page, offline")
+    ] = False,
+) -> None:
+    """Draw every plot dvc.yaml declares as PNG files, offline.
+
+    `dvc plots show` writes a page that loads Vega from the internet, so
+    offline it stays blank. This draws the same charts, from `dvc plots
+    show --json`, with a bundled Vega (vl-convert). Run it in the project
+    root; it writes to --out (default reports/plots/):
+
+    - `dvclive_plots_metrics_train_loss.png` (and `_train_acc`, `_val_loss`,
+      `_val_acc`, `_lr`): train, per epoch (x: step = epoch - 1)
+    - `metrics_predictions.png`: evaluate, the test confusion matrix
+    - `metrics_mistakes.png`: evaluate, the worst mistakes (a copy)
+
+    Nothing trained yet: run `dvc repro` first. A plot whose file is
+    missing is named on stderr; the others are still drawn.
+    """
+    from pipeline.plots import write_plots
+
+    outcome = write_plots(out, html)
+    for item in outcome.written:
+        typer.echo(f"wrote {item.path}  ({item.source})")
+    for problem in outcome.missing:
+        typer.secho(f"not drawn: {problem}; run `dvc repro`", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command("backbones")

@@ -80,6 +80,16 @@ def runs_from_exp_show(data: list[dict[str, Any]], include_commits: bool = False
     return experiments + commits if include_commits or not experiments else experiments
 
 
+def exp_show_rows(data: list[dict[str, Any]]) -> list[Run]:
+    """Every row of ``dvc exp show`` that has metrics, in its order: the workspace, then each
+    commit followed by its experiments (queued or failed ones have no metrics yet)."""
+    rows: list[Run] = []
+    for node in data:
+        rows += [run] if (run := _as_run(node)) else []
+        rows += _children(node)
+    return rows
+
+
 def _children(node: dict[str, Any]) -> Iterator[Run]:
     for group in node.get("experiments") or []:
         for rev in group.get("revs") or []:
@@ -98,7 +108,8 @@ def _as_run(node: dict[str, Any]) -> Run | None:
     metrics: dict[str, Any] = {}
     for file, content in data["metrics"].items():
         metrics.update({f"{file}:{k}": v for k, v in flatten(content.get("data") or {}).items()})
-    return Run(node.get("name") or str(node.get("rev", ""))[:7], params, metrics)
+    rev = str(node.get("rev", ""))
+    return Run(node.get("name") or (rev if rev == "workspace" else rev[:7]), params, metrics)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

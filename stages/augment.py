@@ -108,8 +108,9 @@ def run(
     _finish_folder(out_dir, out_rows, rejects)
     kept = [job.row for job, outcome in zip(jobs, outcomes, strict=True) if outcome.rows]
     speed = round(len(out_rows) / elapsed, 1) if elapsed > 0 else 0.0
+    runtime = {"seconds": round(elapsed, 2), "images_per_second": speed}
     return StageReport.from_rows(
-        STAGE, n_in, kept, rejects, outputs=len(out_rows), images_per_second=speed, **extra
+        STAGE, n_in, kept, rejects, runtime=runtime, outputs=len(out_rows), **extra
     )
 
 

@@ -96,9 +96,8 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     return StageReport.from_rows(
         STAGE, n_files, kept, rejects,
         photos_kept=len({r["source"] for r in kept}),
-        photos_per_second=round(len(rows) / seconds, 2),
-        faces_per_second=round(len(kept) / seconds, 2),
-        device=str(device),
+        runtime={"seconds": round(seconds, 2), "photos_per_second": round(len(rows) / seconds, 2),
+                 "faces_per_second": round(len(kept) / seconds, 2), "device": str(device)},
     )  # fmt: skip
 
 

@@ -65,8 +65,9 @@ def run(
     return StageReport.from_rows(
         STAGE, len(rows), kept, rejects,
         embedder=params.embedder, dim=embedder.dim, crops=len({r["sha256"] for r in rows}),
-        computed=len(computed), cached=len(current) - len(computed),
-        seconds=round(time.perf_counter() - started, 2),
+        # what the cache held depends on earlier runs, not on this run's data: runtime
+        runtime={"computed": len(computed), "cached": len(current) - len(computed),
+                 "seconds": round(time.perf_counter() - started, 2)},
     )  # fmt: skip
 
 

@@ -93,8 +93,10 @@ def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) 
         if shard.is_main:
             _write(out_dir, kept, rejects)
     n_planned = sum(len(variants) for variants in plan)
-    extra = _metrics(params, kept, rejects, len(rows), n_planned, elapsed)
-    return StageReport.from_rows(STAGE, n_planned, kept, rejects, **extra)
+    extra = _metrics(params, kept, rejects, len(rows))
+    speed = round(n_planned / elapsed, 2) if elapsed > 0 and n_planned else 0.0
+    runtime = {"seconds": round(elapsed, 2), "variants_per_second": speed}
+    return StageReport.from_rows(STAGE, n_planned, kept, rejects, runtime=runtime, **extra)
 
 
 def train_rows(rows: list[Row]) -> list[Row]:
@@ -268,12 +270,7 @@ def _write(out_dir: Path, kept: list[Row], rejects: list[Row]) -> None:
 
 
 def _metrics(
-    params: GenerateParams,
-    kept: Sequence[Row],
-    rejects: Sequence[Row],
-    n_sources: int,
-    n_planned: int,
-    elapsed: float,
+    params: GenerateParams, kept: Sequence[Row], rejects: Sequence[Row], n_sources: int
 ) -> dict[str, Any]:
     """Per backend and expression: variants made, kept, and their mean identity distance."""
     made = [*kept, *(r for r in rejects if r["reason"] == "identity_lost")]
@@ -286,13 +283,11 @@ def _metrics(
             "kept": sum(r["expression"] == expression for r in kept),
             "mean_distance": round(float(np.mean(finite)), 4) if finite else None,
         }
-    speed = round(n_planned / elapsed, 2) if elapsed > 0 and n_planned else 0.0
     return {
         "enabled": params.enabled,
         "backend": params.backend,
         "sources": n_sources,
         "variants_per_image": params.variants_per_image,
         "identity_threshold": params.identity_threshold,
-        "variants_per_second": speed,
         "by_backend": {params.backend: table} if params.enabled else {},
     }

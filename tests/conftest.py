@@ -82,6 +82,7 @@ class SampleFaces:
     manifest: Path  # out/manifest.csv: the input of clean
     rejects: Path  # out/rejects.csv
     report: dict[str, Any]  # StageReport.to_dict()
+    runtime: dict[str, Any]  # StageReport.runtime: speed and device, not metrics
     raw_tree_before: dict[str, str]  # relative path -> sha256 of raw, taken before detect ran
 
 
@@ -120,8 +121,9 @@ def sample_faces(sample_raw: SampleRaw, tmp_path_factory: pytest.TempPathFactory
     with torch_threads(1):  # the test machine is shared; see pipeline.detectors.torch_threads
         report = detect.run(params, sample_raw.root, out)
     return SampleFaces(
-        sample_raw, out, out / "manifest.csv", out / "rejects.csv", report.to_dict(), before
-    )
+        sample_raw, out, out / "manifest.csv", out / "rejects.csv", report.to_dict(),
+        report.runtime, before,
+    )  # fmt: skip
 
 
 # face_recognition 1.3.0's test photos (MIT licence), fetched by `make test` with pip download.

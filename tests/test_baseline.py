@@ -104,7 +104,7 @@ def test_baseline_accuracy_is_a_dvc_metric(project: Path) -> None:
 @pytest.mark.slow
 def test_a_clean_threshold_change_recomputes_no_embedding(project: Path) -> None:
     embed_report = (project / "reports" / "embed.json").read_text()
-    assert json.loads(embed_report)["computed"] > 0
+    assert json.loads((project / "reports/runtime/embed.json").read_text())["computed"] > 0
     set_params(project / "params.yaml", {"clean": {"wrong_identity_relative": 1.6}})
     stale = set(json.loads(sh("dvc", "status", "--json", cwd=project)))
     assert "clean" in stale and not {"detect", "embed"} & stale  # downstream waits on clean
@@ -113,5 +113,6 @@ def test_a_clean_threshold_change_recomputes_no_embedding(project: Path) -> None
     assert (project / "reports" / "embed.json").read_text() == embed_report
     # even when embed itself is forced to rerun, every vector comes from the cache
     sh("dvc", "repro", "--force", "--single-item", "embed", cwd=project)
-    rerun = json.loads((project / "reports" / "embed.json").read_text())
-    assert rerun["computed"] == 0 and rerun["cached"] == rerun["crops"] > 0
+    rerun = json.loads((project / "reports/runtime/embed.json").read_text())
+    crops = json.loads((project / "reports" / "embed.json").read_text())["crops"]
+    assert rerun["computed"] == 0 and rerun["cached"] == crops > 0

@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pipeline import experiments
 from pipeline.efficiency import (
     Run,
     aggregate,
+    exp_show_rows,
     fit_log,
     fits,
     group_label,
@@ -107,3 +109,47 @@ def test_report_writes_table_fit_and_plot(tmp_path: Path) -> None:
     with Image.open(tmp_path / "efficiency.png") as image:
         assert image.size == (760, 480)
     assert fits(aggregate(runs)[0])["no augmentation"] is not None
+
+
+# --- prep summary --experiments ---------------------------------------------------------
+
+
+def _with_headline(node: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """A node of `_exp_show` with the other headline metrics: baseline accuracy, train images."""
+    metrics = node["data"]["metrics"]
+    metrics["reports/baseline.json"] = {
+        "data": {"logistic_regression": {"accuracy": 0.9286}, "nearest_centre": {"accuracy": 0.9}}
+    }
+    metrics["dvclive/metrics.json"] = {"data": {"n_train": n_train, "best_val_acc": 1.0}}
+    return node
+
+
+def test_experiments_table_keeps_varying_params_and_headline_metrics() -> None:
+    data = _exp_show()
+    _with_headline(data[1], 24)  # the commit, as `dvc repro` leaves it
+    _with_headline(data[1]["experiments"][0]["revs"][0], 3)
+    data[1]["data"]["params"]["params.yaml"]["data"]["split"]["train_fraction"] = 0.5  # a long
+    text = experiments.table(exp_show_rows(data))
+    lines = text.splitlines()
+    # augment.recipe and train.source are the same in every run: left out
+    header = "experiment seed train_per_class train_fraction factor test acc baseline train imgs"
+    assert lines[0].split() == header.split()
+    experiments_run = [f"e{x}{f}{s}" for x in (1, 2, 4) for f in (1, 8) for s in (0, 1)]
+    assert [line.split()[0] for line in lines[1:]] == ["workspace", "main", *experiments_run]
+    assert lines[2].split()[1:] == ["0", "3", "0.5", "8", "50.0%", "92.9%", "24"]
+    assert lines[3].split()[-3:] == ["16.7%", "92.9%", "3"]
+    assert lines[4].split()[-3:] == ["17.5%", "-", "-"]  # metrics a run lacks
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_experiments_table_drops_params_that_do_not_fit_and_says_so() -> None:
+    runs = exp_show_rows(_exp_show())
+    lines = experiments.table(runs, width=50).splitlines()
+    assert lines[0].split()[:2] == ["experiment", "seed"] and "factor" not in lines[0]
+    assert lines[-1].startswith("(+2 varying params not shown") and "split." in lines[-1]
+    assert max(len(line) for line in lines) <= 50
+
+
+def test_short_param_names_stay_unambiguous() -> None:
+    names = ["augment.workers", "detect.workers", "augment.factor"]
+    assert experiments.short_names(names) == ["augment.workers", "detect.workers", "factor"]

@@ -100,14 +100,15 @@ def test_stage_reuses_the_cache_by_content_hash(tmp_path: Path) -> None:
     manifest, rows = _crop_manifest(tmp_path, 4, broken=1)
     params = load_params().embed.model_copy(update={"workers": 1})
     out, cache = tmp_path / "emb.npz", tmp_path / "cache.npz"
-    first = embed.run(params, manifest, out, cache).to_dict()
-    assert (first["computed"], first["cached"], first["kept"]) == (4, 0, 4)
-    assert first["rejected_by_reason"] == {"unreadable": 1}
-    second = embed.run(params, manifest, out, cache).to_dict()
+    first = embed.run(params, manifest, out, cache)
+    assert (first.runtime["computed"], first.runtime["cached"], first.n_kept) == (4, 0, 4)
+    assert first.to_dict()["rejected_by_reason"] == {"unreadable": 1}
+    assert "computed" not in first.to_dict()  # depends on earlier runs: not a metric
+    second = embed.run(params, manifest, out, cache).runtime
     assert (second["computed"], second["cached"]) == (0, 4)
     # a new crop costs one embedding; the output holds exactly this manifest's crops
     write_manifest(manifest, rows[1:2])
-    third = embed.run(params, manifest, out, cache).to_dict()
+    third = embed.run(params, manifest, out, cache).runtime
     assert (third["computed"], third["cached"]) == (0, 1)
     assert set(load_embeddings(out).vectors) == {rows[1]["sha256"]}
     assert len(load_embeddings(cache)) == 4
@@ -126,7 +127,7 @@ def test_cache_from_another_embedder_setting_is_not_reused(tmp_path: Path) -> No
     cache = tmp_path / "cache.npz"
     embed.run(params, manifest, tmp_path / "e.npz", cache)
     other = params.model_copy(update={"face_fraction": 0.8})
-    assert embed.run(other, manifest, tmp_path / "e.npz", cache).extra["computed"] == 2
+    assert embed.run(other, manifest, tmp_path / "e.npz", cache).runtime["computed"] == 2
 
 
 @pytest.mark.slow

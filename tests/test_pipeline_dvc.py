@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from dvc_project import copy_project, init_repo, set_params, sh
+from PIL import Image
 
 from pipeline.manifest import read_manifest
 
@@ -40,6 +41,42 @@ def test_repro_runs_every_stage_and_accounts_for_every_file(project: Path) -> No
     assert len(augmented) == 4 * len(train)
     for report in ("detect", "clean", "split", "augment"):
         assert (project / "reports" / f"{report}.json").is_file()
+
+
+def test_prep_plots_draws_every_declared_plot_offline(project: Path) -> None:
+    log = sh("prep", "plots", "--html", cwd=project)
+    out = project / "reports" / "plots"
+    curves = [
+        f"dvclive_plots_metrics_{s}_{m}.png" for s in ("train", "val") for m in ("loss", "acc")
+    ]
+    for name in [*curves, "metrics_predictions.png", "metrics_mistakes.png"]:
+        assert f"wrote reports/plots/{name}" in log
+        with Image.open(out / name) as image:
+            image.load()  # decodes
+            assert image.width >= 300 and image.height >= 100
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 20, name  # drawn, not a blank canvas
+    page = (out / "index.html").read_text()
+    assert "window.vegaEmbed=" in page and "cdn.jsdelivr" not in page  # Vega inlined
+    assert "up to date" in sh("dvc", "status", cwd=project)  # not an output: nothing changed
+    assert "reports/plots" not in sh("git", "status", "--porcelain", cwd=project)  # ignored
+
+
+def test_an_identical_rerun_changes_no_metric(project: Path) -> None:
+    """Speeds, times and cache counts change every run; the metrics DVC compares must not."""
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro", cwd=project)
+    # Stages that time themselves; detect (~10 s more here) is left to test_detect.py, and
+    # generate, disabled here, has no speed to compare.
+    timed = ["embed", "augment", "train"]
+    log = sh("dvc", "repro", "--force", "--single-item", *timed, cwd=project)
+    assert all(f"Running stage '{stage}'" in log for stage in timed)
+    assert json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project)) == {}
+    assert sh("git", "status", "--porcelain", cwd=project) == ""  # dvc.lock, reports: the same
+    for stage in timed:  # still there for people to read, outside the metrics
+        runtime = json.loads((project / "reports" / "runtime" / f"{stage}.json").read_text())
+        assert "seconds" in runtime or "wall_time_s" in runtime
+    assert "computed=0, cached=" in log and "images_per_second=" in log  # and printed
 
 
 def test_changing_an_augment_param_reruns_augment_alone(project: Path) -> None:
