@@ -18,9 +18,11 @@ import pytest
 import torch
 
 from pipeline.config import GenerateParams, load_params
+from pipeline.detectors import torch_threads
 from pipeline.errors import UserError
 from pipeline.files import sha256_file
 from pipeline.generators import Job, SlowDeviceWarning
+from pipeline.generators.base import cpu_seconds_per_image, warn_if_slow
 from pipeline.generators.diffusion import Img2ImgGenerator, InstructPix2PixGenerator
 from pipeline.images import encode_jpeg, load_rgb
 from pipeline.manifest import Row, read_manifest, write_manifest
@@ -124,7 +126,8 @@ def test_backend_runs_end_to_end_through_the_stage(
     params = _params(
         backend, tiny_models[backend], attention_slicing=memory_options, vae_tiling=memory_options
     )
-    with pytest.warns(SlowDeviceWarning, match="CPU"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowDeviceWarning)  # 32 px x 2 steps: under a second
         report = generate.run(params, 0, split_manifest, Path("gen"))
     rows = read_manifest(Path("gen/manifest.csv"))
     assert report.n_in == report.n_kept == len(rows) == 2 * 3  # two train images x 3
@@ -157,6 +160,24 @@ def test_same_seed_same_image_in_any_batch_size(tiny_models: dict[str, Path]) ->
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     assert np.array_equal(together[0], batched.generate(jobs[:1])[0].image)
     assert not np.array_equal(together[0], together[2])  # same expression, another seed
+
+
+def test_the_cpu_warning_comes_from_size_and_steps(tiny_models: dict[str, Path]) -> None:
+    """32 px x 2 steps took 0.2 s, not the "minutes per image" once announced for any job."""
+    assert cpu_seconds_per_image(32, 2, 3, threads=2) < 5
+    # instruct-pix2pix's defaults (512 px, 20 steps, 3 passes): 23 min per image on 2 cores
+    assert 15 * 60 < cpu_seconds_per_image(512, 20, 3, threads=2) < 30 * 60
+    cpu = torch.device("cpu")
+    with torch_threads(2), warnings.catch_warnings():
+        warnings.simplefilter("error", SlowDeviceWarning)
+        warn_if_slow("img2img", cpu, 32, 2, 2)  # silent
+        warn_if_slow("img2img", torch.device("cuda"), 512, 50, 3)  # not a CPU: silent
+    with torch_threads(2), pytest.warns(SlowDeviceWarning, match=r"about 23 min per image at 512"):
+        warn_if_slow("instruct-pix2pix", cpu, 512, 20, 3)
+    # img2img runs strength x steps (0.5 x 20) with text guidance; the model itself is tiny
+    large = _params("img2img", tiny_models["img2img"], steps=20, diffusion_size=512)
+    with torch_threads(2), pytest.warns(SlowDeviceWarning, match="10 denoising steps of 2 UNet"):
+        Img2ImgGenerator(large)
 
 
 def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,7 +56,18 @@ GENERATORS: Registry[type[Generator]] = Registry("generator")
 
 
 class SlowDeviceWarning(UserWarning):
-    """A diffusion model is about to run on a CPU: minutes per image at full size."""
+    """A diffusion job on the CPU is estimated to take long per image."""
+
+
+# One UNet pass (one input of a guidance batch) of a Stable-Diffusion-1.5-sized UNet at
+# 512 px, float32, on 2 CPU cores: measured 20-25 s (benchmarks/generate.py's sd15_unet,
+# random weights; 47 s at 768 px); the VAE's encode and decode at 512 px: 58 s. Both are
+# taken to scale with the pixel count and inversely with the threads. Below 512 px this
+# is a lower bound: 256 px measured 11-14 s a pass, not the 5.5 s the scaling gives.
+CPU_UNET_PASS_SECONDS = 22.0
+CPU_VAE_SECONDS = 60.0
+CPU_MEASURED_THREADS = 2
+SLOW_SECONDS_PER_IMAGE = 30.0  # a few-shot set (tens of images) then takes half an hour
 
 
 def check_expressions(backend: str, wanted: Sequence[str], known: Sequence[str]) -> None:
@@ -81,14 +92,41 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def warn_if_cpu(backend: str, device: torch.device, params: GenerateParams) -> None:
-    if device.type == "cpu":
-        warnings.warn(
-            f"{backend} runs on the CPU: expect minutes per image at {params.diffusion_size} px "
-            f"and {params.steps} steps; use a CUDA device for real runs",
-            SlowDeviceWarning,
-            stacklevel=3,
-        )
+def cpu_seconds_per_image(size: int, steps: int, unet_passes: int, threads: int) -> float:
+    """Estimated seconds per image for a Stable-Diffusion-1.5-sized pipeline on the CPU.
+
+    ``steps`` denoising steps of ``unet_passes`` UNet inputs each (2 with text guidance,
+    3 for instruct-pix2pix's text and image guidance), at ``size`` x ``size`` pixels.
+    """
+    scale = (size / 512) ** 2 * CPU_MEASURED_THREADS / max(1, threads)
+    return scale * (steps * unet_passes * CPU_UNET_PASS_SECONDS + CPU_VAE_SECONDS)
+
+
+def warn_if_slow(backend: str, device: torch.device, size: int, steps: int, passes: int) -> None:
+    """Warn, with the estimate, when a CPU would take long per image; silent otherwise."""
+    import torch
+
+    if device.type != "cpu":
+        return
+    threads = torch.get_num_threads()
+    seconds = cpu_seconds_per_image(size, steps, passes, threads)
+    if seconds < SLOW_SECONDS_PER_IMAGE:
+        return
+    warnings.warn(
+        f"{backend} runs on the CPU: about {_duration(seconds)} per image at {size} px and "
+        f"{steps} denoising steps of {passes} UNet passes (estimated for a Stable Diffusion "
+        f"1.5-sized model on {threads} threads); use a CUDA device for real runs",
+        SlowDeviceWarning,
+        stacklevel=3,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from pipeline.generators.base import (
     resize_rgb,
     resolve_dtype,
     to_uint8,
-    warn_if_cpu,
+    warn_if_slow,
 )
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class DiffusionGenerator(ABC):
         self.params = params
         self.device = resolve_device(params.device)
         self.dtype = resolve_dtype(params.dtype, self.device)
-        warn_if_cpu(self.name, self.device, params)
+        warn_if_slow(self.name, self.device, params.diffusion_size, *self.denoising(params))
         self.model = params.model or self.default_model
         cls = getattr(diffusers, self.pipeline_class)
         self.pipe = load_pipeline(cls, self.model, self.dtype)
@@ -101,6 +101,10 @@ class DiffusionGenerator(ABC):
 
     def check(self, params: GenerateParams) -> None:  # noqa: B027 - optional hook
         """Refuse settings the backend cannot honour, before loading a model."""
+
+    @abstractmethod
+    def denoising(self, params: GenerateParams) -> tuple[int, int]:
+        """(denoising steps run, UNet passes per step): what one image costs."""
 
     def generate(self, jobs: Sequence[Job]) -> list[Variant]:
         out: list[Variant] = []
@@ -155,6 +159,11 @@ class InstructPix2PixGenerator(DiffusionGenerator):
     def check(self, params: GenerateParams) -> None:
         check_expressions(self.name, params.expressions, list(params.instructions))
 
+    def denoising(self, params: GenerateParams) -> tuple[int, int]:
+        # diffusers guides by text and image (3 UNet inputs) only when both scales allow
+        guided = params.guidance_scale > 1 and params.image_guidance_scale >= 1
+        return params.steps, 3 if guided else 1
+
     def call_args(self, jobs: Sequence[Job]) -> dict[str, Any]:
         p = self.params
         return {
@@ -192,6 +201,10 @@ class Img2ImgGenerator(DiffusionGenerator):
                 f"img2img runs int(steps * strength) = int({params.steps} * {params.strength}) "
                 "= 0 denoising steps; raise generate.steps or generate.strength"
             )
+
+    def denoising(self, params: GenerateParams) -> tuple[int, int]:
+        # SDEdit skips the first (1 - strength) of the schedule
+        return int(params.steps * params.strength), 2 if params.guidance_scale > 1 else 1
 
     def prompt(self, expression: str) -> str:
         return self.params.prompt.format(expression=self.params.phrases.get(expression, expression))
