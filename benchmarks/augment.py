@@ -49,9 +49,9 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageEnhance
 
-from pipeline.config import AugmentParams
-from pipeline.files import atomic_write_bytes
-from pipeline.images import encode_jpeg
+from pipeline.core.config import AugmentParams
+from pipeline.core.files import atomic_write_bytes
+from pipeline.core.images import encode_jpeg
 from stages import augment
 
 OUT = Path(__file__).resolve().parent / "out"

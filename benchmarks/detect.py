@@ -42,10 +42,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from pipeline.config import load_params
-from pipeline.detectors import Face, MtcnnDetector, torch_threads
-from pipeline.images import ImageError, load_rgb
-from stages import detect, sample_data
+from demo import sample_data
+from pipeline.components.detectors import Face, MtcnnDetector, torch_threads
+from pipeline.core.config import load_params
+from pipeline.core.images import ImageError, load_rgb
+from stages import detect
 
 OUT = Path(__file__).resolve().parent / "out"
 TARGET = 1.5  # batched / one-at-a-time

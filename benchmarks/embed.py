@@ -39,13 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import load_params
-from pipeline.embedders import DlibEmbedder
-from pipeline.files import sha256_bytes
-from pipeline.images import encode_jpeg
-from pipeline.manifest import write_manifest
+from demo.sample_data import LATENT, render_face
+from pipeline.components.embedders import DlibEmbedder
+from pipeline.core.config import load_params
+from pipeline.core.files import sha256_bytes
+from pipeline.core.images import encode_jpeg
+from pipeline.core.manifest import write_manifest
 from stages import embed
-from stages.sample_data import LATENT, render_face
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -35,13 +35,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline import warp
-from pipeline.config import load_params
-from pipeline.files import sha256_file
-from pipeline.generators import Job
-from pipeline.generators.warp import WarpGenerator
-from pipeline.images import decode_rgb, encode_jpeg
-from pipeline.manifest import write_manifest
+from pipeline.components import warp
+from pipeline.components.generators import Job
+from pipeline.components.generators.warp import WarpGenerator
+from pipeline.core.config import load_params
+from pipeline.core.files import sha256_file
+from pipeline.core.images import decode_rgb, encode_jpeg
+from pipeline.core.manifest import write_manifest
 from stages import generate
 
 OUT = Path(__file__).resolve().parent / "out"

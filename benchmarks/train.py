@@ -30,11 +30,11 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.backbones import get_backbone
-from pipeline.config import TrainParams, load_params
-from pipeline.files import sha256_file
-from pipeline.images import encode_jpeg
-from pipeline.manifest import write_manifest
+from pipeline.components.backbones import get_backbone
+from pipeline.core.config import TrainParams, load_params
+from pipeline.core.files import sha256_file
+from pipeline.core.images import encode_jpeg
+from pipeline.core.manifest import write_manifest
 from stages import train
 
 OUT = Path(__file__).resolve().parent / "out"

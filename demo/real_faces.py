@@ -28,8 +28,8 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes, atomic_write_text
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes, atomic_write_text
 
 SDISTS = {"dlib": "19.5.0", "face_recognition": "1.3.0"}
 HEADSHOTS = "dlib-19.5.0/docs/docs/cache/examples/johns/"

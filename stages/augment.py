@@ -28,17 +28,18 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from pipeline.config import AugmentParams
-from pipeline.errors import UserError
-from pipeline.files import (
+from pipeline.components.recipes import Recipe, load_recipe
+from pipeline.core.config import AugmentParams
+from pipeline.core.errors import UserError
+from pipeline.core.files import (
     prepare_output_dir,
     remove_unlisted_files,
     sha256_bytes,
     sha256_file,
     write_listed_file,
 )
-from pipeline.images import ImageError, decode_rgb, encode_jpeg
-from pipeline.manifest import (
+from pipeline.core.images import ImageError, decode_rgb, encode_jpeg
+from pipeline.core.manifest import (
     Row,
     columns_for,
     dumps,
@@ -48,10 +49,9 @@ from pipeline.manifest import (
     to_posix,
     write_manifest,
 )
-from pipeline.parallel import parallel_map, resolve_workers
-from pipeline.recipes import Recipe, load_recipe
-from pipeline.report import StageReport
-from pipeline.seeds import derive_seed
+from pipeline.core.parallel import parallel_map, resolve_workers
+from pipeline.core.report import StageReport
+from pipeline.core.seeds import derive_seed
 
 STAGE = "augment"
 # AugmentParams has no max_pixels: inputs are usually detect's crops. A raw folder

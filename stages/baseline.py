@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import BaselineParams
-from pipeline.embedders import Embeddings, load_embeddings
-from pipeline.errors import StageError
-from pipeline.manifest import Row, read_manifest
-from pipeline.report import StageReport
+from pipeline.components.embedders import Embeddings, load_embeddings
+from pipeline.core.config import BaselineParams
+from pipeline.core.errors import StageError
+from pipeline.core.manifest import Row, read_manifest
+from pipeline.core.report import StageReport
 
 STAGE = "baseline"
 METHODS = ("nearest_centre", "logistic_regression")

@@ -6,7 +6,7 @@ its class) -> exact_duplicate -> near_duplicate -> label_conflict ->
 wrong_identity -> over_class_limit -> class_too_small. Among duplicates the best
 copy survives: the largest face, then the sharpest, then the first path.
 
-The identity checks (label_conflict, wrong_identity; see ``pipeline.identity``)
+The identity checks (label_conflict, wrong_identity; see ``pipeline.components.identity``)
 need the embed stage's vectors; without ``embeddings`` they are skipped. Every
 reject that involves another image names it in ``conflict_with`` (the kept copy
 of a duplicate, the same face in another class, or for wrong_identity the image
@@ -15,7 +15,7 @@ so ``prep show --rejects`` can put the two side by side.
 
 Duplicates and groups are decided by pixels: two crops of a class are *the same
 photo* when, registered onto each other, their pixels correlate at least
-``same_photo_correlation`` (``pipeline.likeness.photo_match``; crops and their
+``same_photo_correlation`` (``pipeline.components.likeness.photo_match``; crops and their
 sources, mirrored, retoned and re-encoded copies all do). Hashes and embeddings only
 choose which pairs are worth that check (within ``near_duplicate_hamming`` bits, or
 ``duplicate_distance`` apart), so look-alike photos of one person are never chained
@@ -35,12 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import CleanParams
-from pipeline.crops import face_box_in_crop, valid_mask_of
-from pipeline.embedders import Embeddings, load_embeddings
-from pipeline.errors import StageError
-from pipeline.files import prepare_output_dir
-from pipeline.identity import (
+from pipeline.components.embedders import Embeddings, load_embeddings
+from pipeline.components.identity import (
     IdentityRule,
     components,
     distances,
@@ -48,10 +44,14 @@ from pipeline.identity import (
     find_wrong_identity,
     medoid_index,
 )
-from pipeline.images import ImageError, load_rgb
-from pipeline.likeness import hamming, laplacian_variance, phash, photo_match
-from pipeline.manifest import Row, by_label, read_manifest, reject, write_manifest
-from pipeline.report import StageReport
+from pipeline.components.likeness import hamming, laplacian_variance, phash, photo_match
+from pipeline.core.config import CleanParams
+from pipeline.core.crops import face_box_in_crop, valid_mask_of
+from pipeline.core.errors import StageError
+from pipeline.core.files import prepare_output_dir
+from pipeline.core.images import ImageError, load_rgb
+from pipeline.core.manifest import Row, by_label, read_manifest, reject, write_manifest
+from pipeline.core.report import StageReport
 
 STAGE = "clean"
 _CROP_MAX_PIXELS = 64_000_000  # crops are ours and small; this only guards a corrupt file

@@ -23,19 +23,19 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.config import DetectParams
-from pipeline.crops import CropGeometry, outside_fraction
-from pipeline.detectors import DETECTORS, Face, FaceDetector, eye_angle
-from pipeline.devices import resolve_device
-from pipeline.errors import UserError
-from pipeline.files import (
+from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_angle
+from pipeline.core.config import DetectParams
+from pipeline.core.crops import CropGeometry, outside_fraction
+from pipeline.core.devices import resolve_device
+from pipeline.core.errors import UserError
+from pipeline.core.files import (
     prepare_output_dir,
     remove_unlisted_files,
     sha256_bytes,
     write_listed_file,
 )
-from pipeline.images import ImageError, encode_jpeg, load_rgb
-from pipeline.manifest import (
+from pipeline.core.images import ImageError, encode_jpeg, load_rgb
+from pipeline.core.manifest import (
     Row,
     columns_for,
     dumps,
@@ -44,8 +44,8 @@ from pipeline.manifest import (
     to_posix,
     write_manifest,
 )
-from pipeline.progress import Progress
-from pipeline.report import StageReport
+from pipeline.core.progress import Progress
+from pipeline.core.report import StageReport
 
 STAGE = "detect"
 MANIFEST_COLUMNS = [

@@ -20,13 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import EmbedParams
-from pipeline.crops import face_box_in_crop
-from pipeline.embedders import EMBEDDERS, Embedder, Embeddings, load_embeddings, save_embeddings
-from pipeline.images import ImageError, load_rgb
-from pipeline.manifest import Row, read_manifest, reject
-from pipeline.parallel import parallel_map, resolve_workers
-from pipeline.report import StageReport
+from pipeline.components.embedders import (
+    EMBEDDERS,
+    Embedder,
+    Embeddings,
+    load_embeddings,
+    save_embeddings,
+)
+from pipeline.core.config import EmbedParams
+from pipeline.core.crops import face_box_in_crop
+from pipeline.core.images import ImageError, load_rgb
+from pipeline.core.manifest import Row, read_manifest, reject
+from pipeline.core.parallel import parallel_map, resolve_workers
+from pipeline.core.report import StageReport
 
 STAGE = "embed"
 _CROP_MAX_PIXELS = 64_000_000  # crops are ours and small; this only guards a corrupt file

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.backbones import Aligner, Normalize, load_images, load_model
-from pipeline.config import EvaluateParams
-from pipeline.devices import resolve_device
-from pipeline.errors import StageError
-from pipeline.files import atomic_write_bytes, atomic_write_text
-from pipeline.manifest import Row, read_manifest
-from pipeline.report import StageReport
+from pipeline.components.backbones import Aligner, Normalize, load_images, load_model
+from pipeline.core.config import EvaluateParams
+from pipeline.core.devices import resolve_device
+from pipeline.core.errors import StageError
+from pipeline.core.files import atomic_write_bytes, atomic_write_text
+from pipeline.core.manifest import Row, read_manifest
+from pipeline.core.report import StageReport
 
 STAGE = "evaluate"
 

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import GenerateParams
-from pipeline.crops import face_box_in_crop
-from pipeline.files import prepare_output_dir, remove_unlisted_files, write_listed_file
-from pipeline.files import sha256_bytes as sha256_of
-from pipeline.generators.shard import Shard, launched_shard
-from pipeline.images import ImageError, encode_jpeg, load_rgb
-from pipeline.manifest import (
+from pipeline.components.generators.shard import Shard, launched_shard
+from pipeline.core.config import GenerateParams
+from pipeline.core.crops import face_box_in_crop
+from pipeline.core.files import prepare_output_dir, remove_unlisted_files, write_listed_file
+from pipeline.core.files import sha256_bytes as sha256_of
+from pipeline.core.images import ImageError, encode_jpeg, load_rgb
+from pipeline.core.manifest import (
     IMAGE_SUFFIXES,
     Row,
     columns_for,
@@ -40,13 +40,13 @@ from pipeline.manifest import (
     to_posix,
     write_manifest,
 )
-from pipeline.parallel import parallel_map, resolve_workers
-from pipeline.report import StageReport
-from pipeline.seeds import derive_seed
+from pipeline.core.parallel import parallel_map, resolve_workers
+from pipeline.core.report import StageReport
+from pipeline.core.seeds import derive_seed
 
 if TYPE_CHECKING:
-    from pipeline.generators import Generator, Variant
-    from pipeline.generators.gate import IdentityGate
+    from pipeline.components.generators import Generator, Variant
+    from pipeline.components.generators.gate import IdentityGate
 
 STAGE = "generate"
 COLUMNS = [
@@ -131,8 +131,8 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(params: GenerateParams) -> None:
     """Build the backend and the gate once per process (models load here)."""
-    from pipeline.generators import GENERATORS
-    from pipeline.generators.gate import IdentityGate, load_embedder
+    from pipeline.components.generators import GENERATORS
+    from pipeline.components.generators.gate import IdentityGate, load_embedder
 
     _WORKER["generator"] = GENERATORS.get(params.backend)(params)
     _WORKER["gate"] = IdentityGate(load_embedder(params.embedder), params.identity_threshold)
@@ -161,7 +161,7 @@ def _generate(
 
 
 def _backend(params: GenerateParams) -> type[Generator]:
-    from pipeline.generators import GENERATORS
+    from pipeline.components.generators import GENERATORS
 
     return GENERATORS.get(params.backend)
 
@@ -172,7 +172,7 @@ def _index(pair: tuple[int, Outcome]) -> int:
 
 def _run_chunk(chunk: list[list[Planned]]) -> Outcome:
     """Make, gate and write the variants of a few sources (runs in a worker)."""
-    from pipeline.generators import Job
+    from pipeline.components.generators import Job
 
     generator, gate = _WORKER["generator"], _WORKER["gate"]
     kept: list[Row] = []

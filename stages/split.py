@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.config import SplitParams
-from pipeline.errors import StageError
-from pipeline.files import prepare_output_dir
-from pipeline.manifest import Row, by_label, read_manifest, reject, write_manifest
-from pipeline.report import StageReport
-from pipeline.seeds import derive_seed
+from pipeline.core.config import SplitParams
+from pipeline.core.errors import StageError
+from pipeline.core.files import prepare_output_dir
+from pipeline.core.manifest import Row, by_label, read_manifest, reject, write_manifest
+from pipeline.core.report import StageReport
+from pipeline.core.seeds import derive_seed
 
 STAGE = "split"
 SPLITS = ("train", "val", "test")

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as nnf
 from tqdm import tqdm
 
-from pipeline.backbones import (
+from pipeline.components.backbones import (
     Aligner,
     Backbone,
     Classifier,
@@ -45,13 +45,13 @@ from pipeline.backbones import (
     save_model,
     set_train_mode,
 )
-from pipeline.config import TrainParams
-from pipeline.devices import resolve_device
-from pipeline.errors import StageError, UserError
-from pipeline.files import prepare_output_dir
-from pipeline.manifest import Row, read_manifest
-from pipeline.progress import track
-from pipeline.report import StageReport
+from pipeline.core.config import TrainParams
+from pipeline.core.devices import resolve_device
+from pipeline.core.errors import StageError, UserError
+from pipeline.core.files import prepare_output_dir
+from pipeline.core.manifest import Row, read_manifest
+from pipeline.core.progress import track
+from pipeline.core.report import StageReport
 
 STAGE = "train"
 

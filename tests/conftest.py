@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.images import encode_jpeg
+from pipeline.core.images import encode_jpeg
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -88,7 +88,7 @@ class SampleFaces:
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Relative POSIX path -> sha256 of every file under ``root`` (to prove it is untouched)."""
-    from pipeline.files import sha256_file
+    from pipeline.core.files import sha256_file
 
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*") if p.is_file()}
 
@@ -98,8 +98,8 @@ def sample_raw(tmp_path_factory: pytest.TempPathFactory) -> SampleRaw:
     """A small generated dataset with ground truth (3 classes x 4 per class, seed 0)."""
     import json
 
-    from pipeline.config import load_params
-    from stages import sample_data
+    from demo import sample_data
+    from pipeline.core.config import load_params
 
     params = load_params().sample_data.model_copy(update={"classes": 3, "per_class": 4})
     base = tmp_path_factory.mktemp("sample")
@@ -111,14 +111,16 @@ def sample_raw(tmp_path_factory: pytest.TempPathFactory) -> SampleRaw:
 @pytest.fixture(scope="session")
 def sample_faces(sample_raw: SampleRaw, tmp_path_factory: pytest.TempPathFactory) -> SampleFaces:
     """The detect stage run once on ``sample_raw`` with the default params, on CPU."""
-    from pipeline.config import load_params
-    from pipeline.detectors import torch_threads
+    from pipeline.components.detectors import torch_threads
+    from pipeline.core.config import load_params
     from stages import detect
 
     params = load_params().detect.model_copy(update={"device": "cpu"})
     out = tmp_path_factory.mktemp("faces")
     before = tree_digest(sample_raw.root)
-    with torch_threads(1):  # the test machine is shared; see pipeline.detectors.torch_threads
+    with torch_threads(
+        1
+    ):  # the test machine is shared; see pipeline.components.detectors.torch_threads
         report = detect.run(params, sample_raw.root, out)
     return SampleFaces(
         sample_raw, out, out / "manifest.csv", out / "rejects.csv", report.to_dict(),
@@ -183,8 +185,8 @@ def require_photo_tarballs(*packages: str) -> None:
 @pytest.fixture(scope="session")
 def real_faces(tmp_path_factory: pytest.TempPathFactory) -> RealFaces:
     from demo.real_faces import write_real_faces
-    from pipeline.config import load_params
-    from pipeline.detectors import torch_threads
+    from pipeline.components.detectors import torch_threads
+    from pipeline.core.config import load_params
     from stages import clean, detect, embed
 
     require_photo_tarballs("dlib", "face_recognition")

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import AugmentParams
-from pipeline.errors import UserError
-from pipeline.files import sha256_bytes
-from pipeline.images import decode_rgb, encode_jpeg
-from pipeline.manifest import Row, read_manifest, write_manifest
-from pipeline.recipes import Classic8
+from pipeline.components.recipes import Classic8
+from pipeline.core.config import AugmentParams
+from pipeline.core.errors import UserError
+from pipeline.core.files import sha256_bytes
+from pipeline.core.images import decode_rgb, encode_jpeg
+from pipeline.core.manifest import Row, read_manifest, write_manifest
 from stages import augment
 
 MakeFolder = Callable[..., Path]

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.backbones import (
+from pipeline.components.backbones import (
     BACKBONES,
     Classifier,
     apply_freeze,
@@ -24,7 +24,7 @@ from pipeline.backbones import (
     set_train_mode,
     weights_status,
 )
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 
 def _offline(*args: object, **kwargs: object) -> None:

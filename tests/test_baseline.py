@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from dvc_project import copy_project, init_repo, set_params, sh
 
-from pipeline.config import load_params
-from pipeline.embedders import Embeddings, save_embeddings
-from pipeline.errors import StageError
-from pipeline.manifest import Row, write_manifest
+from pipeline.components.embedders import Embeddings, save_embeddings
+from pipeline.core.config import load_params
+from pipeline.core.errors import StageError
+from pipeline.core.manifest import Row, write_manifest
 from stages import baseline
 
 

@@ -4,13 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import load_params
-from pipeline.embedders import Embeddings, save_embeddings
-from pipeline.errors import StageError
-from pipeline.files import sha256_bytes
-from pipeline.images import encode_jpeg
-from pipeline.likeness import hamming, phash
-from pipeline.manifest import Row, read_manifest, write_manifest
+from pipeline.components.embedders import Embeddings, save_embeddings
+from pipeline.components.likeness import hamming, phash
+from pipeline.core.config import load_params
+from pipeline.core.errors import StageError
+from pipeline.core.files import sha256_bytes
+from pipeline.core.images import encode_jpeg
+from pipeline.core.manifest import Row, read_manifest, write_manifest
 from stages import clean
 
 
@@ -330,7 +330,7 @@ def test_show_rejects_draws_every_reason(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from pipeline.contact_sheet import rejects_sheet
+    from pipeline.cli.contact_sheet import rejects_sheet
 
     rows, vectors, centres, rng = _identity_set(tmp_path)
     intruder = _write(tmp_path, "a", "intruder.jpg", _picture(50))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_params, parse_overrides
+from pipeline.core.config import ConfigError, load_params, parse_overrides
 
 
 def test_defaults_load_from_params_yaml() -> None:

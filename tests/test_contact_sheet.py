@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.contact_sheet import (
+from pipeline.cli.contact_sheet import (
     PAD,
     PLACEHOLDER,
     Tile,
@@ -17,9 +17,9 @@ from pipeline.contact_sheet import (
     sheet_size,
     tile_sheet,
 )
-from pipeline.errors import UserError
-from pipeline.images import encode_png
-from pipeline.manifest import write_manifest
+from pipeline.core.errors import UserError
+from pipeline.core.images import encode_png
+from pipeline.core.manifest import write_manifest
 
 
 def solid(path: Path, value: int) -> Path:

@@ -2,17 +2,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.files import (
+from pipeline.core.errors import UserError
+from pipeline.core.files import (
     atomic_write_bytes,
     prepare_output_dir,
     remove_unlisted_files,
     write_listed_file,
 )
-from pipeline.manifest import read_manifest, scan_image_folder, to_posix, write_manifest
-from pipeline.parallel import parallel_map
-from pipeline.registry import Registry, UnknownNameError
-from pipeline.seeds import derive_seed
+from pipeline.core.manifest import read_manifest, scan_image_folder, to_posix, write_manifest
+from pipeline.core.parallel import parallel_map
+from pipeline.core.registry import Registry, UnknownNameError
+from pipeline.core.seeds import derive_seed
 
 
 def _square(x: int) -> int:
@@ -151,7 +151,7 @@ def test_parallel_map_progress_counts_units_not_batches(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Off a terminal (as in CI logs) progress is plain lines; batches count their items."""
-    from pipeline import progress
+    from pipeline.core import progress
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line after every batch
     batches = [[1, 2], [3], [4, 5, 6]]

@@ -16,9 +16,7 @@ import pytest
 from conftest import SampleFaces, SampleRaw, tree_digest
 from PIL import Image, ImageOps
 
-from pipeline.config import DetectParams, load_params
-from pipeline.crops import face_box_in_crop
-from pipeline.detectors import (
+from pipeline.components.detectors import (
     DETECTORS,
     Face,
     MtcnnDetector,
@@ -26,10 +24,12 @@ from pipeline.detectors import (
     plan_buckets,
     torch_threads,
 )
-from pipeline.errors import UserError
-from pipeline.files import sha256_file
-from pipeline.images import load_rgb
-from pipeline.manifest import read_manifest
+from pipeline.core.config import DetectParams, load_params
+from pipeline.core.crops import face_box_in_crop
+from pipeline.core.errors import UserError
+from pipeline.core.files import sha256_file
+from pipeline.core.images import load_rgb
+from pipeline.core.manifest import read_manifest
 from stages import detect
 from stages.detect import crop_face, crop_matrix, decide
 

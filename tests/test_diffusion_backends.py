@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import GenerateParams, load_params
-from pipeline.detectors import torch_threads
-from pipeline.errors import UserError
-from pipeline.files import sha256_file
-from pipeline.generators import Job, SlowDeviceWarning
-from pipeline.generators.base import cpu_seconds_per_image, warn_if_slow
-from pipeline.generators.diffusion import Img2ImgGenerator, InstructPix2PixGenerator
-from pipeline.images import encode_jpeg, load_rgb
-from pipeline.manifest import Row, read_manifest, write_manifest
+from pipeline.components.detectors import torch_threads
+from pipeline.components.generators import Job, SlowDeviceWarning
+from pipeline.components.generators.base import cpu_seconds_per_image, warn_if_slow
+from pipeline.components.generators.diffusion import Img2ImgGenerator, InstructPix2PixGenerator
+from pipeline.core.config import GenerateParams, load_params
+from pipeline.core.errors import UserError
+from pipeline.core.files import sha256_file
+from pipeline.core.images import encode_jpeg, load_rgb
+from pipeline.core.manifest import Row, read_manifest, write_manifest
 from stages import generate
 
 diffusers = pytest.importorskip("diffusers")

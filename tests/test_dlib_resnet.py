@@ -12,8 +12,8 @@ import torch
 from conftest import PHOTO_CACHE, require_photo_tarballs
 from torch import nn
 
-from pipeline.backbones import freeze_layers
-from pipeline.dlib_resnet import (
+from pipeline.components.backbones import freeze_layers
+from pipeline.components.dlib_resnet import (
     Affine,
     DlibFile,
     DlibResNet,
@@ -24,8 +24,8 @@ from pipeline.dlib_resnet import (
     normalise,
     read_dlib_file,
 )
-from pipeline.errors import UserError
-from pipeline.images import decode_rgb
+from pipeline.core.errors import UserError
+from pipeline.core.images import decode_rgb
 
 # Both run float32 on the CPU; measured 4e-7 per element and 1.2e-6 in distance on the johns.
 # The limits leave room for other BLAS / conv kernels and stay far below the 0.6 at which dlib
@@ -58,7 +58,7 @@ def dlib_net():
 @pytest.fixture(scope="module")
 def johns_chips(johns_photos: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray]:
     """People and dlib's aligned 150x150 chips, cut as the dlib embedder cuts them."""
-    from pipeline.embedders import DlibEmbedder
+    from pipeline.components.embedders import DlibEmbedder
 
     embedder = DlibEmbedder()
     chips = [embedder.chip(decode_rgb(data, 10**8)) for _, data in johns_photos]

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline import experiments
-from pipeline.efficiency import (
+from pipeline.cli import experiments
+from pipeline.cli.efficiency import (
     Run,
     aggregate,
     exp_show_rows,

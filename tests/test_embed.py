@@ -10,19 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_params
-from pipeline.embedders import (
+from pipeline.components.embedders import (
     EMBEDDERS,
     Embeddings,
     face_models_dir,
     load_embeddings,
     save_embeddings,
 )
-from pipeline.errors import UserError
-from pipeline.files import sha256_bytes
-from pipeline.identity import IdentityRule, centre_distances, distances, find_wrong_identity
-from pipeline.images import decode_rgb, encode_jpeg
-from pipeline.manifest import Row, write_manifest
+from pipeline.components.identity import (
+    IdentityRule,
+    centre_distances,
+    distances,
+    find_wrong_identity,
+)
+from pipeline.core.config import load_params
+from pipeline.core.errors import UserError
+from pipeline.core.files import sha256_bytes
+from pipeline.core.images import decode_rgb, encode_jpeg
+from pipeline.core.manifest import Row, write_manifest
 from stages import embed
 
 SAME_PERSON = 0.6  # dlib's documented same-person limit for its 128-d embedding
@@ -174,8 +179,8 @@ def real_faces(
     tmp_path_factory: pytest.TempPathFactory, real_photos: dict[str, bytes]
 ) -> tuple[list[str], np.ndarray]:
     """Obama x3 and Biden from face_recognition's test images, through detect and embed."""
-    from pipeline.detectors import torch_threads
-    from pipeline.manifest import read_manifest
+    from pipeline.components.detectors import torch_threads
+    from pipeline.core.manifest import read_manifest
     from stages import detect
 
     root = tmp_path_factory.mktemp("real")

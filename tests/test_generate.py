@@ -15,15 +15,15 @@ import pytest
 from skimage import data
 from typer.testing import CliRunner
 
-from pipeline import warp
 from pipeline.cli import app
-from pipeline.config import GenerateParams, load_params
-from pipeline.files import sha256_file
-from pipeline.generators import GENERATORS
-from pipeline.generators.gate import IdentityGate, load_embedder
-from pipeline.images import decode_rgb, encode_jpeg
-from pipeline.manifest import Row, read_manifest, write_manifest
-from pipeline.seeds import derive_seed
+from pipeline.components import warp
+from pipeline.components.generators import GENERATORS
+from pipeline.components.generators.gate import IdentityGate, load_embedder
+from pipeline.core.config import GenerateParams, load_params
+from pipeline.core.files import sha256_file
+from pipeline.core.images import decode_rgb, encode_jpeg
+from pipeline.core.manifest import Row, read_manifest, write_manifest
+from pipeline.core.seeds import derive_seed
 from stages import generate
 
 

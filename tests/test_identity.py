@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import identity
-from pipeline.identity import (
+from pipeline.components import identity
+from pipeline.components.identity import (
     IdentityRule,
     centre_distances,
     close_pairs,

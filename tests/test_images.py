@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import ImageError, decode_rgb, encode_jpeg, load_rgb
+from pipeline.core.images import ImageError, decode_rgb, encode_jpeg, load_rgb
 
 BIG = 10_000_000
 

@@ -9,7 +9,7 @@ import pytest
 from dvc_project import copy_project, init_repo, set_params, sh
 from PIL import Image
 
-from pipeline.manifest import read_manifest
+from pipeline.core.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

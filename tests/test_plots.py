@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.plots import SCALE, VL_VERSION, png_name, render_png, static_spec
+from pipeline.cli.plots import SCALE, VL_VERSION, png_name, render_png, static_spec
 
 # DVC's confusion template in short: a checkbox param, and text shown only when it is ticked
 CONFUSION = {

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from conftest import PHOTO_CACHE, RealFaces, require_photo_tarballs
 
-from pipeline.config import load_params
-from pipeline.crops import valid_mask_of
-from pipeline.detectors import MtcnnDetector, torch_threads
-from pipeline.images import decode_rgb, load_rgb
-from pipeline.likeness import photo_match
-from pipeline.manifest import read_manifest
+from pipeline.components.detectors import MtcnnDetector, torch_threads
+from pipeline.components.likeness import photo_match
+from pipeline.core.config import load_params
+from pipeline.core.crops import valid_mask_of
+from pipeline.core.images import decode_rgb, load_rgb
+from pipeline.core.manifest import read_manifest
 from stages import clean
 
 
@@ -139,7 +139,7 @@ def test_trained_face_backbone_is_within_5_points_of_the_embedding_baseline(
     """The headshots at 3 per class, every stage with params.yaml's defaults (dlib_resnet)."""
     import json
 
-    from pipeline.manifest import write_manifest
+    from pipeline.core.manifest import write_manifest
     from stages import augment, baseline, evaluate, split, train
 
     monkeypatch.chdir(tmp_path)

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.manifest import dumps
-from pipeline.recipes import (
+from pipeline.components.recipes import (
     RECIPES,
     AlbumentationsRecipe,
     Classic8,
@@ -21,6 +19,8 @@ from pipeline.recipes import (
     json_safe,
     load_recipe,
 )
+from pipeline.core.errors import UserError
+from pipeline.core.manifest import dumps
 
 RANDOM_RECIPES = ["light", "medium", "heavy"]
 
@@ -131,7 +131,7 @@ def test_albumentations_is_imported_without_torch() -> None:
     """Workers stay small (no torch: ~600 MiB less each), and torch still imports later."""
     code = (
         "import sys, importlib.util\n"
-        "from pipeline.recipes import load_recipe\n"
+        "from pipeline.components.recipes import load_recipe\n"
         "load_recipe('light')\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert importlib.util.find_spec('torch') is not None\n"

@@ -14,12 +14,12 @@ import pytest
 from conftest import SampleRaw, tree_digest
 from PIL import Image
 
-from pipeline.config import load_params
-from pipeline.detectors import torch_threads
-from pipeline.errors import UserError
-from pipeline.images import ImageError, decode_rgb, load_rgb
-from stages import sample_data
-from stages.sample_data import FAULTS, plan_faults
+from demo import sample_data
+from demo.sample_data import FAULTS, plan_faults
+from pipeline.components.detectors import torch_threads
+from pipeline.core.config import load_params
+from pipeline.core.errors import UserError
+from pipeline.core.images import ImageError, decode_rgb, load_rgb
 
 KINDS = [kind for kind, _, _ in FAULTS]
 ODD_FORMATS = [kind for kind, stage, _ in FAULTS if stage is None]

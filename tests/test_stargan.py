@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_params
-from pipeline.errors import UserError
-from pipeline.files import sha256_file
-from pipeline.generators import Job
-from pipeline.generators.stargan import StarGANGenerator
-from pipeline.images import encode_jpeg
-from pipeline.manifest import read_manifest, write_manifest
-from pipeline.stargan import (
+from pipeline.components.generators import Job
+from pipeline.components.generators.stargan import StarGANGenerator
+from pipeline.components.stargan import (
     RAFD_DOMAINS,
     Generator,
     architecture,
@@ -23,6 +18,11 @@ from pipeline.stargan import (
     load_generator,
     translate,
 )
+from pipeline.core.config import load_params
+from pipeline.core.errors import UserError
+from pipeline.core.files import sha256_file
+from pipeline.core.images import encode_jpeg
+from pipeline.core.manifest import read_manifest, write_manifest
 from stages import generate
 
 

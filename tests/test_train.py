@@ -12,9 +12,9 @@ import yaml
 from dvc_project import copy_project, init_repo, set_params, sh
 from tiny_faces import make_dataset
 
-from pipeline.backbones import count_trainable, freeze_layers, get_backbone, load_model
-from pipeline.config import TrainParams, load_params
-from pipeline.errors import UserError
+from pipeline.components.backbones import count_trainable, freeze_layers, get_backbone, load_model
+from pipeline.core.config import TrainParams, load_params
+from pipeline.core.errors import UserError
 from stages import train
 from stages.train import EarlyStopping, batches, build_model, make_schedule, mix_batch, rise_epoch
 
@@ -176,7 +176,7 @@ def test_feature_caching_reports_progress_off_a_terminal(
     in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a log (no terminal) the ~30 s of feature caching must not be silent."""
-    from pipeline import progress
+    from pipeline.core import progress
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     split, aug = make_dataset(Path("data"))

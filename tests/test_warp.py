@@ -10,15 +10,15 @@ import pytest
 from conftest import RealFaces
 from skimage import data
 
-from pipeline import warp
-from pipeline.config import load_params
-from pipeline.crops import face_box_in_crop
-from pipeline.errors import UserError
-from pipeline.generators import Job
-from pipeline.generators.gate import IdentityGate, load_embedder
-from pipeline.generators.warp import WarpGenerator
-from pipeline.images import load_rgb
-from pipeline.manifest import read_manifest
+from pipeline.components import warp
+from pipeline.components.generators import Job
+from pipeline.components.generators.gate import IdentityGate, load_embedder
+from pipeline.components.generators.warp import WarpGenerator
+from pipeline.core.config import load_params
+from pipeline.core.crops import face_box_in_crop
+from pipeline.core.errors import UserError
+from pipeline.core.images import load_rgb
+from pipeline.core.manifest import read_manifest
 
 MOUTH_CORNERS = [48, 54]
 BROWS = list(range(17, 27))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import sha256_file
-from pipeline.images import encode_jpeg
-from pipeline.manifest import Row, write_manifest
+from pipeline.core.files import sha256_file
+from pipeline.core.images import encode_jpeg
+from pipeline.core.manifest import Row, write_manifest
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 220, 40)]
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 _CHUNK = 1 << 20
 

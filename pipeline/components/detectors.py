@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 
 @dataclass(frozen=True)

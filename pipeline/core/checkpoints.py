@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 _WRAPPERS = ("state_dict", "model")  # {"state_dict": {...}} as many training scripts save
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes
-from pipeline.images import ImageError, encode_png, load_rgb
-from pipeline.manifest import Row, read_manifest
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes
+from pipeline.core.images import ImageError, encode_png, load_rgb
+from pipeline.core.manifest import Row, read_manifest
 
 PAD = 4
 BACKGROUND = (255, 255, 255)

@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.checkpoints import load_state_dict
-from pipeline.crops import Box, face_box_in_crop
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes, atomic_write_text
-from pipeline.images import ImageError, load_rgb
-from pipeline.registry import Registry
+from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.crops import Box, face_box_in_crop
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes, atomic_write_text
+from pipeline.core.images import ImageError, load_rgb
+from pipeline.core.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -268,7 +268,7 @@ def load_images(
     """Decode images once into an ``(N, 3, size, size)`` uint8 tensor (square resize).
 
     With ``align``, each image is first cut by it around the face its row records
-    (``pipeline.crops.face_box_in_crop``; centred when the row does not say).
+    (``pipeline.core.crops.face_box_in_crop``; centred when the row does not say).
     """
     batch = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
     for index, row in enumerate(rows):
@@ -424,22 +424,22 @@ def dlib_resnet() -> Backbone:
     """
 
     def make(size: int) -> tuple[nn.Module, int]:
-        from pipeline.dlib_resnet import DIM, DlibResNet
+        from pipeline.components.dlib_resnet import DIM, DlibResNet
 
         return DlibResNet(), DIM
 
     def model_file() -> Path:
-        from pipeline.dlib_resnet import default_model_path
+        from pipeline.components.dlib_resnet import default_model_path
 
         return default_model_path()
 
     def reader(path: Path) -> dict[str, torch.Tensor]:
-        from pipeline.dlib_resnet import dlib_state_dict
+        from pipeline.components.dlib_resnet import dlib_state_dict
 
         return dlib_state_dict(path)
 
     def aligner() -> Aligner:
-        from pipeline.embedders import FaceChipper
+        from pipeline.components.embedders import FaceChipper
 
         return FaceChipper()
 

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline import warp
-from pipeline.config import GenerateParams
-from pipeline.errors import UserError
-from pipeline.generators.base import GENERATORS, Job, Variant, check_expressions
+from pipeline.components import warp
+from pipeline.components.generators.base import GENERATORS, Job, Variant, check_expressions
+from pipeline.core.config import GenerateParams
+from pipeline.core.errors import UserError
 
 
 @GENERATORS.register(

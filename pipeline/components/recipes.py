@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from pipeline.errors import UserError
-from pipeline.registry import Registry
+from pipeline.core.errors import UserError
+from pipeline.core.registry import Registry
 
 if TYPE_CHECKING:
     import albumentations as alb

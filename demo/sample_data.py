@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.config import SampleDataParams
-from pipeline.detectors import DETECTORS, Face, FaceDetector, torch_threads
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes, atomic_write_text
-from pipeline.images import decode_rgb, encode_jpeg
-from pipeline.report import StageReport
-from pipeline.seeds import derive_seed
+from pipeline.components.detectors import DETECTORS, Face, FaceDetector, torch_threads
+from pipeline.core.config import SampleDataParams
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes, atomic_write_text
+from pipeline.core.images import decode_rgb, encode_jpeg
+from pipeline.core.report import StageReport
+from pipeline.core.seeds import derive_seed
 
 LATENT = 100
 JITTER = 0.3  # latent noise per photo: same identity, different expression and lighting

@@ -27,10 +27,10 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from pipeline.crops import Box
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes, sha256_file
-from pipeline.registry import Registry
+from pipeline.core.crops import Box
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes, sha256_file
+from pipeline.core.registry import Registry
 
 DLIB_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 DLIB_SHAPE = "shape_predictor_5_face_landmarks.dat"
@@ -47,7 +47,7 @@ class Embedder(Protocol):
     def embed(self, crops: Sequence[np.ndarray], boxes: Sequence[Box] | None = None) -> np.ndarray:
         """``(len(crops), dim)`` float32 vectors for RGB uint8 face crops.
 
-        ``boxes``: where the face is in each crop (``pipeline.crops.face_box_in_crop``);
+        ``boxes``: where the face is in each crop (``pipeline.core.crops.face_box_in_crop``);
         without them the face is taken to be centred.
         """
         ...
@@ -174,8 +174,8 @@ class FacenetEmbedder:
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 32):
         import torch
 
-        from pipeline.backbones import Normalize, build_trunk, get_backbone
-        from pipeline.devices import resolve_device
+        from pipeline.components.backbones import Normalize, build_trunk, get_backbone
+        from pipeline.core.devices import resolve_device
 
         backbone = get_backbone("inception_resnet_v1")
         try:

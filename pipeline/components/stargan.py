@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own idiom
 from torch import nn
 
-from pipeline.checkpoints import load_torch_file
-from pipeline.errors import UserError
+from pipeline.core.checkpoints import load_torch_file
+from pipeline.core.errors import UserError
 
 # RaFD's eight expressions in the order the authors' ImageFolder loader sees them
 # (alphabetical folder names): index i of the one-hot code is RAFD_DOMAINS[i].

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from pipeline.config import GenerateParams
-from pipeline.errors import UserError
-from pipeline.registry import Registry
+from pipeline.core.config import GenerateParams
+from pipeline.core.errors import UserError
+from pipeline.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from pipeline.config import Params, default_of, load_params, params_doc, parse_overrides
-from pipeline.errors import UserError
-from pipeline.registry import UnknownNameError
-from pipeline.report import StageReport
+from pipeline.core.config import Params, default_of, load_params, params_doc, parse_overrides
+from pipeline.core.errors import UserError
+from pipeline.core.registry import UnknownNameError
+from pipeline.core.report import StageReport
 
 app = typer.Typer(
     help=(
@@ -181,7 +180,7 @@ def sample_data(
     with injected faults (duplicates, blur, no face, two faces, a face of another
     class, corrupt and odd files) listed in a ground-truth JSON.
     """
-    from stages import sample_data as stage
+    from demo import sample_data as stage
 
     p = stage_params("sample_data", params, set_, classes=classes, per_class=per_class, seed=seed)
     truth = truth or out.parent / f"{out.name}_truth.json"
@@ -573,7 +572,7 @@ def show(
     With --rejects: every rejected image grouped by reason, with its class and the
     image it conflicts with (kept duplicate, same face in another class, look-alike).
     """
-    from pipeline.contact_sheet import augment_sheet, rejects_sheet
+    from pipeline.cli.contact_sheet import augment_sheet, rejects_sheet
 
     if rejects:
         out = out or Path("reports/rejects_sheet.png")
@@ -604,27 +603,27 @@ def list_components(
 
 def _registries() -> dict[str, Callable[[], Any]]:
     def recipes() -> Any:
-        from pipeline.recipes import RECIPES
+        from pipeline.components.recipes import RECIPES
 
         return RECIPES
 
     def detectors() -> Any:
-        from pipeline.detectors import DETECTORS
+        from pipeline.components.detectors import DETECTORS
 
         return DETECTORS
 
     def backbones() -> Any:
-        from pipeline.backbones import BACKBONES
+        from pipeline.components.backbones import BACKBONES
 
         return BACKBONES
 
     def generators() -> Any:
-        from pipeline.generators import GENERATORS
+        from pipeline.components.generators import GENERATORS
 
         return GENERATORS
 
     def embedders() -> Any:
-        from pipeline.embedders import EMBEDDERS
+        from pipeline.components.embedders import EMBEDDERS
 
         return EMBEDDERS
 
@@ -685,7 +684,7 @@ def summary(
 
 
 def _experiments_summary(exp_json: Path | None, width: int) -> None:
-    from pipeline import efficiency, experiments
+    from pipeline.cli import efficiency, experiments
 
     data = json.loads(exp_json.read_text()) if exp_json else efficiency.dvc_exp_show()
     runs = efficiency.exp_show_rows(data)
@@ -824,7 +823,7 @@ def efficiency_report(
     One line per augmentation setting; repeats (e.g. seeds) give mean ± std; each line is
     fitted with acc = a * ln(x) + b and its R^2.
     """
-    from pipeline import efficiency
+    from pipeline.cli import efficiency
 
     data = json.loads(exp_json.read_text()) if exp_json else efficiency.dvc_exp_show()
     runs = efficiency.runs_from_exp_show(data, include_commits)
@@ -861,7 +860,7 @@ def plots(
     Nothing trained yet: run `dvc repro` first. A plot whose file is
     missing is named on stderr; the others are still drawn.
     """
-    from pipeline.plots import write_plots
+    from pipeline.cli.plots import write_plots
 
     outcome = write_plots(out, html)
     for item in outcome.written:
@@ -878,7 +877,7 @@ def list_backbones(
     ] = None,
 ) -> None:
     """List backbones: whether their weights are available here, input size, layer count."""
-    from pipeline.backbones import BACKBONES, get_backbone, layer_names, weights_status
+    from pipeline.components.backbones import BACKBONES, get_backbone, layer_names, weights_status
 
     if layers:
         for index, (name, kind) in enumerate(layer_names(get_backbone(layers))):
@@ -899,11 +898,3 @@ def list_backbones(
         typer.echo(
             f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} {entry.help}"
         )
-
-
-def main() -> None:  # pragma: no cover - console entry for `python -m pipeline.cli`
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -4,7 +4,13 @@ Importing this package registers every backend; heavy libraries (torch, dlib,
 diffusers) load only when a backend is built.
 """
 
-from pipeline.generators import diffusion, stargan, warp  # noqa: F401 - registers the backends
-from pipeline.generators.base import GENERATORS, Generator, Job, SlowDeviceWarning, Variant
+from pipeline.components.generators import diffusion, stargan, warp  # noqa: F401 - registers the backends
+from pipeline.components.generators.base import (
+    GENERATORS,
+    Generator,
+    Job,
+    SlowDeviceWarning,
+    Variant,
+)
 
 __all__ = ["GENERATORS", "Generator", "Job", "SlowDeviceWarning", "Variant"]

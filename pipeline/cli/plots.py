@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes
 
 DEFAULT_OUT = Path("reports/plots")
 # DVC's page loads vega-lite 5.2 from its CDN: the oldest 5.x vl-convert ships is the closest.

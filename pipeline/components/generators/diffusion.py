@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from pipeline.config import GenerateParams
-from pipeline.errors import UserError
-from pipeline.generators.base import (
+from pipeline.components.generators.base import (
     GENERATORS,
     Job,
     Variant,
@@ -30,6 +28,8 @@ from pipeline.generators.base import (
     to_uint8,
     warn_if_slow,
 )
+from pipeline.core.config import GenerateParams
+from pipeline.core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +80,7 @@ class DiffusionGenerator(ABC):
     default_model: ClassVar[str]
 
     def __init__(self, params: GenerateParams) -> None:
-        from pipeline.devices import resolve_device
+        from pipeline.core.devices import resolve_device
 
         self.check(params)
         try:

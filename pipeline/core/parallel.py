@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-from pipeline.progress import Progress
+from pipeline.core.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 # An aligned crop from detect has the face box in its middle, `margin` (0.2) of the

@@ -8,9 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.config import GenerateParams
-from pipeline.errors import UserError
-from pipeline.generators.base import (
+from pipeline.components.generators.base import (
     GENERATORS,
     Job,
     Variant,
@@ -18,6 +16,8 @@ from pipeline.generators.base import (
     resize_rgb,
     resolve_dtype,
 )
+from pipeline.core.config import GenerateParams
+from pipeline.core.errors import UserError
 
 # The project's expression words -> RaFD's domain names; a domain name works directly too.
 ALIASES = {
@@ -43,8 +43,8 @@ class StarGANGenerator:
     cpu_parallel: ClassVar[bool] = False
 
     def __init__(self, params: GenerateParams) -> None:
-        from pipeline import stargan
-        from pipeline.devices import resolve_device
+        from pipeline.components import stargan
+        from pipeline.core.devices import resolve_device
 
         self.domains = list(params.stargan_domains)
         known = self.domains + [a for a, d in ALIASES.items() if d in self.domains]
@@ -76,7 +76,7 @@ class StarGANGenerator:
     def _batch(self, jobs: Sequence[Job]) -> list[Variant]:
         import torch
 
-        from pipeline import stargan
+        from pipeline.components import stargan
 
         crops = np.stack([resize_rgb(job.image, self.size, self.size) for job in jobs])
         images = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device, self.dtype)

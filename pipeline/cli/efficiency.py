@@ -26,8 +26,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.errors import UserError
-from pipeline.files import atomic_write_bytes, atomic_write_text
+from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_write_bytes, atomic_write_text
 
 DEFAULT_METRIC = "metrics/test.json:accuracy"
 DEFAULT_GROUP_BY = ("augment.factor", "augment.recipe", "train.source")

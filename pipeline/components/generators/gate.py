@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.crops import Box
-from pipeline.errors import UserError
-from pipeline.identity import distances as pairwise
+from pipeline.components.identity import distances as pairwise
+from pipeline.core.crops import Box
+from pipeline.core.errors import UserError
 
 if TYPE_CHECKING:
-    from pipeline.embedders import Embedder
+    from pipeline.components.embedders import Embedder
 
 
 class IdentityGate:
@@ -55,7 +55,7 @@ class IdentityGate:
 def load_embedder(name: str) -> Embedder:
     """The named embedder from the project's registry (`prep list embedders`)."""
     try:
-        from pipeline.embedders import EMBEDDERS
+        from pipeline.components.embedders import EMBEDDERS
     except ImportError as err:
-        raise UserError(f"the identity gate needs pipeline.embedders: {err}") from None
+        raise UserError(f"the identity gate needs pipeline.components.embedders: {err}") from None
     return EMBEDDERS.get(name)()

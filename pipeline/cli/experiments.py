@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.efficiency import Run
+from pipeline.cli.efficiency import Run
 
 # (header, "file:key" in `dvc exp show`, format): what a few-shot run is judged by
 HEADLINE: tuple[tuple[str, str, Callable[[Any], str]], ...] = (

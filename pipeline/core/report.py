@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import atomic_write_text
-from pipeline.manifest import Row
+from pipeline.core.files import atomic_write_text
+from pipeline.core.manifest import Row
 
 RUNTIME_DIR = "runtime"  # beside the reports: reports/runtime/<stage>.json, git-ignored
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import atomic_write_text, sha256_file
+from pipeline.core.files import atomic_write_text, sha256_file
 
 Row = dict[str, str]
 

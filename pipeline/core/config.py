@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
@@ -263,7 +263,7 @@ class Params(Section):
 def default_params_file() -> Path:
     """The params.yaml shipped with the project: repo root, else the installed copy."""
     candidates = [
-        Path(__file__).resolve().parents[1] / PARAMS_FILE,
+        Path(__file__).resolve().parents[2] / PARAMS_FILE,
         Path(sys.prefix) / "share" / "fewshot-prep" / PARAMS_FILE,
     ]
     for candidate in candidates:
