@@ -1,0 +1,95 @@
+"""The architecture as a check: each layer imports only from the layers below it.
+
+core < components < stages < demo < cli. Stages never import each other: they meet only
+through files. Every import counts, those inside functions too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+LAYERS = ("pipeline.core", "pipeline.components", "stages", "demo", "pipeline.cli")
+
+
+def layer_of(module: str) -> int | None:
+    """The layer index of a project module, None for anything outside the project."""
+    for index, prefix in reversed(list(enumerate(LAYERS))):
+        if module == prefix or module.startswith(prefix + "."):
+            return index
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+PACKAGES = {"pipeline", *LAYERS}  # `from <package> import <module>` names the module
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module an import statement names, at any depth of the file."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in PACKAGES:
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+    return found
+
+
+def violations(module: str, source: str) -> list[str]:
+    """Imports of ``module`` that reach up a layer, or from one stage into another."""
+    own = layer_of(module)
+    problems = []
+    for target in sorted(imported_modules(source)):
+        layer = layer_of(target)
+        if own is None or layer is None:
+            continue
+        if layer > own:
+            problems.append(f"{module} imports {target} ({LAYERS[layer]} is above {LAYERS[own]})")
+        elif LAYERS[own] == "stages" == LAYERS[layer] and target != module:
+            problems.append(f"{module} imports {target}: stages meet only through files")
+    return problems
+
+
+def project_modules() -> list[Path]:
+    """Every module of the layered packages (their bare ``__init__`` files excluded)."""
+    roots = [REPO / "pipeline", REPO / "stages", REPO / "demo"]
+    return sorted(p for root in roots for p in root.rglob("*.py") if module_name(p) not in PACKAGES)
+
+
+def test_no_module_imports_upward_or_across_stages() -> None:
+    problems = [
+        problem
+        for path in project_modules()
+        for problem in violations(module_name(path), path.read_text(encoding="utf-8"))
+    ]
+    assert problems == []
+
+
+def test_every_project_module_has_a_layer() -> None:
+    assert all(layer_of(module_name(path)) is not None for path in project_modules())
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("pipeline.core.files", "from pipeline.components import embedders\n", 1),
+        ("pipeline.components.recipes", "def f():\n    from stages import augment\n", 1),
+        ("stages.clean", "from stages.split import run\n", 1),
+        ("stages.clean", "import pipeline.cli.app\n", 1),
+        ("pipeline.cli.app", "from stages import detect\nfrom pipeline.core import files\n", 0),
+        ("stages.split", "from pipeline.core.manifest import read_manifest\n", 0),
+    ],
+)
+def test_the_check_catches_an_upward_import(module: str, source: str, expected: int) -> None:
+    """The check above has teeth: a planted upward or cross-stage import is reported."""
+    assert len(violations(module, source)) == expected
