@@ -20,8 +20,9 @@ import numpy as np
 from pipeline.components.embedders import Embeddings, load_embeddings
 from pipeline.core.config import BaselineParams
 from pipeline.core.errors import StageError
-from pipeline.core.manifest import Row, read_manifest
+from pipeline.core.manifest import read_rows
 from pipeline.core.report import StageReport
+from pipeline.core.rows import Split, SplitRow, rows_of
 
 STAGE = "baseline"
 METHODS = ("nearest_centre", "logistic_regression")
@@ -29,18 +30,17 @@ METHODS = ("nearest_centre", "logistic_regression")
 
 def run(params: BaselineParams, split_manifest: Path, embeddings: Path) -> StageReport:
     """Fit both baselines on the train rows and score them on the test rows."""
-    rows = read_manifest(split_manifest)
+    rows = read_rows(split_manifest, SplitRow)
     vectors = load_embeddings(embeddings)
-    train = [r for r in rows if r.get("split") == "train"]
-    test = [r for r in rows if r.get("split") == "test"]
+    train, test = rows_of(rows, Split.TRAIN), rows_of(rows, Split.TEST)
     _check_usable(train, test, split_manifest)
     x_train, x_test = (
         features(train, vectors, params.normalize),
         features(test, vectors, params.normalize),
     )
-    classes = sorted({r["label"] for r in train})
-    y_train = np.array([classes.index(r["label"]) for r in train])
-    y_test = np.array([classes.index(r["label"]) if r["label"] in classes else -1 for r in test])
+    classes = sorted({r.label for r in train})
+    y_train = np.array([classes.index(r.label) for r in train])
+    y_test = np.array([classes.index(r.label) if r.label in classes else -1 for r in test])
     predicted = {
         "nearest_centre": nearest_centre(x_train, y_train, x_test, len(classes), params.normalize),
         "logistic_regression": logistic_regression(x_train, y_train, x_test, params),
@@ -53,22 +53,22 @@ def run(params: BaselineParams, split_manifest: Path, embeddings: Path) -> Stage
     )  # fmt: skip
 
 
-def _check_usable(train: list[Row], test: list[Row], source: Path) -> None:
+def _check_usable(train: list[SplitRow], test: list[SplitRow], source: Path) -> None:
     if not test:
         raise StageError(f"{source} has no test rows to score the baseline on")
-    if len({r["label"] for r in train}) < 2:
+    if len({r.label for r in train}) < 2:
         raise StageError(f"{source} needs train rows of at least 2 classes for a classifier")
 
 
-def features(rows: list[Row], vectors: Embeddings, normalize: bool) -> np.ndarray:
+def features(rows: list[SplitRow], vectors: Embeddings, normalize: bool) -> np.ndarray:
     """Embeddings of ``rows`` (float64), L2-normalised when ``normalize``."""
-    missing = [r["path"] for r in rows if vectors.get(r["sha256"]) is None]
+    missing = [r.path for r in rows if vectors.get(r.sha256) is None]
     if missing:
         raise StageError(
             f"{len(missing)} split row(s) have no embedding (e.g. {missing[0]}): "
             "run `prep embed` on the detect manifest the split came from"
         )
-    matrix = np.asarray([vectors.vectors[r["sha256"]] for r in rows], dtype=np.float64)
+    matrix = np.asarray([vectors.vectors[r.sha256] for r in rows], dtype=np.float64)
     return _unit(matrix) if normalize else matrix
 
 

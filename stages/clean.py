@@ -6,33 +6,30 @@ its class) -> exact_duplicate -> near_duplicate -> label_conflict ->
 wrong_identity -> over_class_limit -> class_too_small. Among duplicates the best
 copy survives: the largest face, then the sharpest, then the first path.
 
-The identity checks (label_conflict, wrong_identity; see ``pipeline.components.identity``)
-need the embed stage's vectors; without ``embeddings`` they are skipped. Every
-reject that involves another image names it in ``conflict_with`` (the kept copy
-of a duplicate, the same face in another class, or for wrong_identity the image
-it resembles most in the nearer class, else its own class's most typical image),
-so ``prep show --rejects`` can put the two side by side.
+Sharpness and hashes come from detect, which measured them on the crops it made; only
+rows without them (a manifest from elsewhere) are decoded here. The identity checks
+(label_conflict, wrong_identity; see ``pipeline.components.identity``) need the embed
+stage's vectors; without ``embeddings`` they are skipped. Every reject that involves
+another image names it in ``conflict_with`` (the kept copy of a duplicate, the same face
+in another class, or for wrong_identity the image it resembles most in the nearer class,
+else its own class's most typical image), so ``prep show --rejects`` can show both.
 
-Duplicates and groups are decided by pixels: two crops of a class are *the same
-photo* when, registered onto each other, their pixels correlate at least
-``same_photo_correlation`` (``pipeline.components.likeness.photo_match``; crops and their
-sources, mirrored, retoned and re-encoded copies all do). Hashes and embeddings only
-choose which pairs are worth that check (within ``near_duplicate_hamming`` bits, or
-``duplicate_distance`` apart), so look-alike photos of one person are never chained
-together by a loose threshold. A same-photo pair whose hashes are close (and, with
-embeddings, whose faces agree) is a ``near_duplicate``; any other same-photo pair is
-kept, sharing a ``group``, and split keeps every group on one side, so no copy of a
-photo straddles train and test.
+Duplicates and groups are decided by pixels (``pipeline.components.likeness``): two
+crops of a class are *the same photo* when, registered onto each other, they correlate at
+least ``same_photo_correlation``. Hashes and embeddings only choose the pairs worth that
+check, so look-alike photos of one person are never chained together by a threshold. A
+same-photo pair whose hashes are close (and, with embeddings, whose faces agree) is a
+``near_duplicate``; any other same-photo pair is kept, sharing a ``group``, and split keeps
+every group on one side, so no copy of a photo straddles train and test.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pipeline.components.embedders import Embeddings, load_embeddings
@@ -44,52 +41,55 @@ from pipeline.components.identity import (
     find_wrong_identity,
     medoid_index,
 )
-from pipeline.components.likeness import hamming, laplacian_variance, phash, photo_match
+from pipeline.components.likeness import Likeness, Picture, hamming
 from pipeline.core.config import CleanParams
-from pipeline.core.crops import face_box_in_crop, valid_mask_of
 from pipeline.core.errors import StageError
 from pipeline.core.files import prepare_output_dir
-from pipeline.core.images import ImageError, load_rgb
-from pipeline.core.manifest import Row, by_label, read_manifest, reject, write_manifest
+from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
+from pipeline.core.manifest import by_label, read_rows, reject, write_rows
 from pipeline.core.report import StageReport
+from pipeline.core.rows import CleanRow, Reason, Rejected
 
 STAGE = "clean"
-_CROP_MAX_PIXELS = 64_000_000  # crops are ours and small; this only guards a corrupt file
+Kept = list[CleanRow]
+Dropped = tuple[Kept, list[Rejected]]
+Same = Callable[[CleanRow, CleanRow], bool]
 
 
 def run(
     params: CleanParams, faces_manifest: Path, out_dir: Path, embeddings: Path | None = None
 ) -> StageReport:
     """Read detect's manifest (and embed's vectors), write ``manifest.csv`` and ``rejects.csv``."""
-    rows = read_manifest(faces_manifest)
+    rows = read_rows(faces_manifest, CleanRow)
     vectors = load_embeddings(embeddings) if embeddings is not None else None
     prepare_output_dir(out_dir)
-    kept, rejects, pictures = measure(rows)
-    if vectors is not None:
-        require_embedded(kept, vectors, embeddings)
-    likeness = Likeness(params, vectors, pictures)
+    kept, rejects = readable(rows, vectors, embeddings)
+    likeness = Likeness(
+        params.near_duplicate_hamming, params.duplicate_distance,
+        params.same_photo_correlation, vectors,
+    )  # fmt: skip
     for check in _checks(params, vectors, likeness):
         kept, dropped = check(kept)
         rejects += dropped
-    assign_groups(kept, likeness.same_photo)
-    write_manifest(out_dir / "manifest.csv", kept)
-    write_manifest(out_dir / "rejects.csv", rejects)
-    classes = sorted({row["label"] for row in kept})
+    kept = assign_groups(kept, likeness.same_photo)
+    write_rows(out_dir / "manifest.csv", kept, header=CleanRow)
+    write_rows(out_dir / "rejects.csv", rejects)
+    classes = sorted({row.label for row in kept})
     return StageReport.from_rows(
         STAGE, len(rows), kept, rejects, classes=len(classes), per_class=_per_class(kept),
         identity_checked=vectors is not None, **_group_counts(kept),
     )  # fmt: skip
 
 
-Check = Callable[[list[Row]], tuple[list[Row], list[Row]]]
+Check = Callable[[Kept], Dropped]
 
 
 def _checks(params: CleanParams, vectors: Embeddings | None, likeness: Likeness) -> list[Check]:
     checks: list[Check] = [
         lambda rows: drop_too_small(rows, params.min_face_px),
         lambda rows: drop_blurry(rows, params.blur_relative),
-        drop_exact_duplicates,
-        lambda rows: drop_near_duplicates(rows, likeness.near_duplicate),
+        lambda rows: _drop_grouped(rows, lambda a, b: a.sha256 == b.sha256, Reason.EXACT_DUPLICATE),
+        lambda rows: _drop_grouped(rows, likeness.near_duplicate, Reason.NEAR_DUPLICATE),
     ]
     if vectors is not None:
         checks += [
@@ -103,155 +103,76 @@ def _checks(params: CleanParams, vectors: Embeddings | None, likeness: Likeness)
     return checks
 
 
-@dataclass(frozen=True)
-class Picture:
-    """What clean keeps of a decoded crop: grey pixels, where the photo is, the face centre."""
-
-    gray: np.ndarray
-    valid: np.ndarray
-    centre: tuple[float, float]
-
-
-def measure(rows: list[Row]) -> tuple[list[Row], list[Row], dict[str, Picture]]:
-    """Decode each crop once: add ``blur`` and ``phash`` to its row, keep its Picture.
-
-    Sharpness is measured on the face (its box, minus any padding), so a headshot's
-    background or a padded border does not count; the hash ignores padding too.
-    """
-    kept: list[Row] = []
-    rejects: list[Row] = []
-    pictures: dict[str, Picture] = {}
+def readable(
+    rows: Kept, vectors: Embeddings | None, source: Path | None
+) -> tuple[Kept, list[Rejected]]:
+    """Rows whose crops can be used: measured (by detect, else here) and, with embeddings,
+    embedded. A crop embed could not read is rejected as unreadable; a readable crop
+    without a vector means the embeddings are older than the manifest: an error."""
+    kept, rejects = [], []
     for row in rows:
+        unmeasured = row.blur is None or not row.phash
+        missing = vectors is not None and vectors.get(row.sha256) is None
+        if not (unmeasured or missing):
+            kept.append(row)
+            continue
         try:
-            rgb = load_rgb(Path(row["path"]), _CROP_MAX_PIXELS)
+            picture = Picture.of_row(load_rgb(Path(row.path), MAX_PIXELS), row)
         except ImageError as err:
             rejects.append(reject(row, STAGE, err.reason, err.detail))
             continue
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        size = gray.shape[0]
-        valid = valid_mask_of(row, size)
-        x1, y1, x2, y2 = face_box_in_crop(row, size)
-        face = np.zeros_like(valid)
-        face[max(0, round(y1)) : round(y2), max(0, round(x1)) : round(x2)] = True
-        blur = laplacian_variance(gray, face & valid)
-        kept.append({**row, "blur": f"{blur:.2f}", "phash": phash(gray, valid)})
-        pictures[row["path"]] = Picture(gray, valid, ((x1 + x2) / 2, (y1 + y2) / 2))
-    return kept, rejects, pictures
-
-
-class Likeness:
-    """Which pairs of crops show the same photo, checked by pixels only when worth it."""
-
-    def __init__(
-        self, params: CleanParams, vectors: Embeddings | None, pictures: dict[str, Picture]
-    ) -> None:
-        self.params = params
-        self.vectors = vectors
-        self.pictures = pictures
-        self._verdicts: dict[tuple[str, str], bool] = {}
-
-    def candidate(self, a: Row, b: Row) -> bool:
-        """Close hashes, or close embeddings: the pairs worth registering pixel by pixel."""
-        if hamming(a["phash"], b["phash"]) <= self.params.near_duplicate_hamming:
-            return True
-        return self.vectors is not None and self.distance(a, b) <= self.params.duplicate_distance
-
-    def distance(self, a: Row, b: Row) -> float:
-        return _distance(self.vectors, a, b) if self.vectors is not None else float("inf")
-
-    def same_photo(self, a: Row, b: Row) -> bool:
-        if not self.candidate(a, b):
-            return False
-        key = (a["path"], b["path"]) if a["path"] < b["path"] else (b["path"], a["path"])
-        if key not in self._verdicts:
-            first, second = self.pictures[key[0]], self.pictures[key[1]]
-            score = photo_match(
-                first.gray, second.gray, first.valid, second.valid, (first.centre, second.centre)
+        if missing:
+            raise StageError(
+                f"crop {row.path} has no embedding in {source}: the embeddings are older "
+                "than the manifest; run `prep embed` (or `dvc repro`) again"
             )
-            self._verdicts[key] = score >= self.params.same_photo_correlation
-        return self._verdicts[key]
-
-    def near_duplicate(self, a: Row, b: Row) -> bool:
-        """The same photo, framed alike (close hashes) and, with embeddings, the same face.
-
-        A perceptual hash alone also matches different photos that merely look alike
-        (the same person in the same pose and light), hence the pixel check.
-        """
-        if hamming(a["phash"], b["phash"]) > self.params.near_duplicate_hamming:
-            return False
-        if self.vectors is not None and self.distance(a, b) > self.params.duplicate_distance:
-            return False
-        return self.same_photo(a, b)
+        kept.append(replace(row, blur=round(picture.sharpness(), 2), phash=picture.hash()))
+    return kept, rejects
 
 
-def drop_too_small(rows: list[Row], min_face_px: int) -> tuple[list[Row], list[Row]]:
+def drop_too_small(rows: Kept, min_face_px: int) -> Dropped:
     kept, rejects = [], []
     for row in rows:
-        face_px = int(float(row.get("face_px") or 0))
-        if row.get("face_px") and face_px < min_face_px:
-            detail = f"face is {face_px}px, below clean.min_face_px={min_face_px}"
-            rejects.append(reject(row, STAGE, "too_small", detail))
+        if row.face_px is not None and row.face_px < min_face_px:
+            detail = f"face is {row.face_px}px, below clean.min_face_px={min_face_px}"
+            rejects.append(reject(row, STAGE, Reason.TOO_SMALL, detail))
         else:
             kept.append(row)
     return kept, rejects
 
 
-def drop_blurry(rows: list[Row], relative: float) -> tuple[list[Row], list[Row]]:
+def drop_blurry(rows: Kept, relative: float) -> Dropped:
     """Blur is judged against the class median: sharpness differs a lot between sources."""
     medians = {
-        label: float(np.median([float(r["blur"]) for r in members]))
+        label: float(np.median([r.blur for r in members]))
         for label, members in by_label(rows).items()
     }
     kept, rejects = [], []
     for row in rows:
-        limit = relative * medians[row["label"]]
-        if float(row["blur"]) < limit:
-            detail = (
-                f"sharpness {float(row['blur']):.1f} < {relative} x class median "
-                f"{medians[row['label']]:.1f}"
-            )
-            rejects.append(reject(row, STAGE, "blurry", detail))
+        median = medians[row.label]
+        if row.blur < relative * median:  # type: ignore[operator]
+            detail = f"sharpness {row.blur:.1f} < {relative} x class median {median:.1f}"
+            rejects.append(reject(row, STAGE, Reason.BLURRY, detail))
         else:
             kept.append(row)
     return kept, rejects
 
 
-def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], list[Row]]:
-    """Byte-identical crops (the same photo under two names) within a class."""
-    return _drop_grouped(rows, lambda a, b: a["sha256"] == b["sha256"], "exact_duplicate")
-
-
-def drop_near_duplicates(
-    rows: list[Row], same: Callable[[Row, Row], bool]
-) -> tuple[list[Row], list[Row]]:
-    """Re-encoded, resized or lightly edited copies within a class (``Likeness``)."""
-    return _drop_grouped(rows, same, "near_duplicate")
-
-
-def _distance(vectors: Embeddings, a: Row, b: Row) -> float:
-    va, vb = vectors.get(a["sha256"]), vectors.get(b["sha256"])
-    if va is None or vb is None:
-        return float("inf")
-    return float(np.linalg.norm(va.astype(np.float64) - vb))
-
-
-def _drop_grouped(
-    rows: list[Row], same: Callable[[Row, Row], bool], reason: str
-) -> tuple[list[Row], list[Row]]:
+def _drop_grouped(rows: Kept, same: Same, reason: Reason) -> Dropped:
     kept, rejects = [], []
     for members in by_label(rows).values():
         for group in _components(members, same):
             best, *others = sorted(group, key=_quality_rank)
             kept.append(best)
             for row in others:
-                detail = f"{reason.replace('_', ' ')} of {best['path']}"
-                if reason == "near_duplicate":
-                    detail += f" (hash distance {hamming(row['phash'], best['phash'])})"
-                rejects.append(_reject_with(row, reason, detail, best))
+                detail = f"{reason.replace('_', ' ')} of {best.path}"
+                if reason == Reason.NEAR_DUPLICATE:
+                    detail += f" (hash distance {hamming(row.phash, best.phash)})"
+                rejects.append(reject(row, STAGE, reason, detail, best))
     return _in_input_order(rows, kept), rejects
 
 
-def drop_over_limit(rows: list[Row], max_per_class: int | None) -> tuple[list[Row], list[Row]]:
+def drop_over_limit(rows: Kept, max_per_class: int | None) -> Dropped:
     if max_per_class is None:
         return rows, []
     kept, rejects = [], []
@@ -260,11 +181,11 @@ def drop_over_limit(rows: list[Row], max_per_class: int | None) -> tuple[list[Ro
         kept += ranked[:max_per_class]
         for row in ranked[max_per_class:]:
             detail = f"class keeps its {max_per_class} best (clean.max_per_class)"
-            rejects.append(reject(row, STAGE, "over_class_limit", detail))
+            rejects.append(reject(row, STAGE, Reason.OVER_CLASS_LIMIT, detail))
     return _in_input_order(rows, kept), rejects
 
 
-def drop_small_classes(rows: list[Row], min_per_class: int) -> tuple[list[Row], list[Row]]:
+def drop_small_classes(rows: Kept, min_per_class: int) -> Dropped:
     kept, rejects = [], []
     for label, members in by_label(rows).items():
         if len(members) >= min_per_class:
@@ -274,55 +195,41 @@ def drop_small_classes(rows: list[Row], min_per_class: int) -> tuple[list[Row], 
             f"class {label!r} has {len(members)} usable image(s) after cleaning, "
             f"fewer than clean.min_per_class={min_per_class}"
         )
-        rejects += [reject(row, STAGE, "class_too_small", detail) for row in members]
+        rejects += [reject(row, STAGE, Reason.CLASS_TOO_SMALL, detail) for row in members]
     return _in_input_order(rows, kept), rejects
 
 
 # ---------------------------------------------------------------------------- identity
 
 
-def require_embedded(rows: list[Row], vectors: Embeddings, source: Path | None) -> None:
-    """Every readable crop must have a vector; a gap means the embeddings are stale."""
-    missing = [row["path"] for row in rows if vectors.get(row["sha256"]) is None]
-    if missing:
-        raise StageError(
-            f"{len(missing)} crop(s) have no embedding in {source} (e.g. {missing[0]}): "
-            "the embeddings are older than the manifest; run `prep embed` (or `dvc repro`) again"
-        )
+def _matrix(rows: Kept, vectors: Embeddings) -> np.ndarray:
+    return np.asarray([vectors.vectors[row.sha256] for row in rows], dtype=np.float64)
 
 
-def _matrix(rows: list[Row], vectors: Embeddings) -> np.ndarray:
-    return np.asarray([vectors.vectors[row["sha256"]] for row in rows], dtype=np.float64)
-
-
-def drop_label_conflicts(
-    rows: list[Row], vectors: Embeddings, params: CleanParams
-) -> tuple[list[Row], list[Row]]:
+def drop_label_conflicts(rows: Kept, vectors: Embeddings, params: CleanParams) -> Dropped:
     """The same face in two classes (``label_conflict_policy`` decides which copies go)."""
     if not rows:
         return rows, []
-    labels = [row["label"] for row in rows]
     conflicts = find_label_conflicts(
-        labels, _matrix(rows, vectors), params.label_conflict_distance,
+        [row.label for row in rows], _matrix(rows, vectors), params.label_conflict_distance,
         params.label_conflict_policy,
     )  # fmt: skip
     rejects = []
     for conflict in conflicts:
         partner = rows[conflict.partner]
         detail = (
-            f"the same face as {partner['path']} in class {partner['label']!r} "
+            f"the same face as {partner.path} in class {partner.label!r} "
             f"(embedding distance {conflict.distance:.3f} < {params.label_conflict_distance})"
         )
         if conflict.kept_label is not None:
             detail += f"; kept the copy in class {conflict.kept_label!r}, which it resembles"
-        rejects.append(_reject_with(rows[conflict.index], "label_conflict", detail, partner))
+        row = rows[conflict.index]
+        rejects.append(reject(row, STAGE, Reason.LABEL_CONFLICT, detail, partner))
     gone = {id(rows[c.index]) for c in conflicts}
     return [row for row in rows if id(row) not in gone], rejects
 
 
-def drop_wrong_identity(
-    rows: list[Row], vectors: Embeddings, params: CleanParams
-) -> tuple[list[Row], list[Row]]:
+def drop_wrong_identity(rows: Kept, vectors: Embeddings, params: CleanParams) -> Dropped:
     """Images far from their class's robust centre: probably someone else."""
     if not rows:
         return rows, []
@@ -331,21 +238,20 @@ def drop_wrong_identity(
         params.wrong_identity_nearer_ratio,
     )  # fmt: skip
     matrix = _matrix(rows, vectors)
-    outliers = find_wrong_identity([row["label"] for row in rows], matrix, rule)
+    outliers = find_wrong_identity([row.label for row in rows], matrix, rule)
     rejects = []
     for outlier in outliers:
-        row = rows[outlier.index]
         other = _resembled(rows, matrix, outlier.index, outlier.nearer_label)
         detail = f"{outlier.describe()} [{params.wrong_identity} rule]"
-        rejects.append(_reject_with(row, "wrong_identity", detail, other))
+        rejects.append(reject(rows[outlier.index], STAGE, Reason.WRONG_IDENTITY, detail, other))
     gone = {id(rows[o.index]) for o in outliers}
     return [row for row in rows if id(row) not in gone], rejects
 
 
-def _resembled(rows: list[Row], matrix: np.ndarray, index: int, nearer: str | None) -> Row | None:
+def _resembled(rows: Kept, matrix: np.ndarray, index: int, nearer: str | None) -> CleanRow | None:
     """For the audit sheet: the nearest image of the nearer class, else its class's medoid."""
-    label = nearer or rows[index]["label"]
-    idx = [i for i, row in enumerate(rows) if row["label"] == label and i != index]
+    label = nearer or rows[index].label
+    idx = [i for i, row in enumerate(rows) if row.label == label and i != index]
     if not idx:
         return None
     if nearer is not None:
@@ -353,48 +259,37 @@ def _resembled(rows: list[Row], matrix: np.ndarray, index: int, nearer: str | No
     return rows[idx[medoid_index(matrix[idx])]]
 
 
-def _reject_with(row: Row, reason: str, detail: str, other: Row | None) -> Row:
-    """A reject naming the other image involved (``conflict_with``, its class in
-    ``conflict_label``) for the audit sheet."""
-    return {
-        **reject(row, STAGE, reason, detail),
-        "conflict_with": other["path"] if other else "",
-        "conflict_label": other["label"] if other else "",
-    }
-
-
 # ---------------------------------------------------------------------------- groups
 
-Same = Callable[[Row, Row], bool]
 
-
-def assign_groups(rows: list[Row], same: Same | None = None) -> None:
-    """Give each row a ``group`` id; split keeps every group on one side of the split.
+def assign_groups(rows: Kept, same: Same | None = None) -> Kept:
+    """The rows with a ``group`` id; split keeps every group on one side of the split.
 
     Within a class, rows that ``same`` links (directly or through others) share a
     group; every other row is its own group. Ids derive from content (the smallest
     sha256 prefix in the group), so they do not change when unrelated images are added.
     """
+    group_of: dict[int, str] = {}
     for members in by_label(rows).values():
         for group in _components(members, same or (lambda a, b: False)):
-            group_id = min(row["sha256"][:12] for row in group)
-            for row in group:
-                row["group"] = group_id
+            group_id = min(row.sha256[:12] for row in group)
+            group_of.update((id(row), group_id) for row in group)
+    return [replace(row, group=group_of[id(row)]) for row in rows]
 
 
-def _group_counts(rows: list[Row]) -> dict[str, int]:
+def _group_counts(rows: Kept) -> dict[str, int]:
     sizes: dict[str, int] = defaultdict(int)
     for row in rows:
-        sizes[row["group"]] += 1
+        sizes[row.group] += 1
     shared = [n for n in sizes.values() if n > 1]
     return {"groups_of_lookalikes": len(shared), "images_in_groups": sum(shared)}
 
 
-def _quality_rank(row: Row) -> tuple[float, float, str]:
-    return (-float(row.get("face_px") or 0), -float(row.get("blur") or 0), row["path"])
+def _quality_rank(row: CleanRow) -> tuple[float, float, str]:
+    return (-(row.face_px or 0), -(row.blur or 0.0), row.path)
 
 
-def _components(rows: list[Row], same: Callable[[Row, Row], bool]) -> list[list[Row]]:
+def _components(rows: Kept, same: Same) -> list[Kept]:
     """Connected components of the 'same' relation within one class (classes are small)."""
     edges = [
         (i, j) for i in range(len(rows)) for j in range(i + 1, len(rows)) if same(rows[i], rows[j])
@@ -402,10 +297,10 @@ def _components(rows: list[Row], same: Callable[[Row, Row], bool]) -> list[list[
     return [[rows[i] for i in group] for group in components(len(rows), edges)]
 
 
-def _in_input_order(original: list[Row], subset: list[Row]) -> list[Row]:
+def _in_input_order(original: Kept, subset: Kept) -> Kept:
     chosen = {id(row) for row in subset}
     return [row for row in original if id(row) in chosen]
 
 
-def _per_class(rows: list[Row]) -> dict[str, int]:
+def _per_class(rows: Kept) -> dict[str, int]:
     return {label: len(members) for label, members in by_label(rows).items()}

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_angle
+from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
 from pipeline.core.devices import resolve_device
@@ -35,30 +36,17 @@ from pipeline.core.files import (
     write_listed_file,
 )
 from pipeline.core.images import ImageError, encode_jpeg, load_rgb
-from pipeline.core.manifest import (
-    Row,
-    columns_for,
-    dumps,
-    reject,
-    scan_image_folder,
-    to_posix,
-    write_manifest,
-)
+from pipeline.core.manifest import reject, scan_image_folder, to_posix, write_rows
 from pipeline.core.progress import Progress
 from pipeline.core.report import StageReport
+from pipeline.core.rows import FaceRow, ImageRow, Reason, Rejected
 
 STAGE = "detect"
-MANIFEST_COLUMNS = [
-    "path", "label", "source", "sha256", "source_sha256",
-    "box", "landmarks", "prob", "face_px", "face_index",
-    "crop_matrix", "source_size", "face_outside", "other_faces",
-]  # fmt: skip
 PADDING = {
     "constant": cv2.BORDER_CONSTANT,  # black
     "reflect": cv2.BORDER_REFLECT_101,
     "replicate": cv2.BORDER_REPLICATE,
 }
-REJECT_COLUMNS = ["path", "label", "source", "sha256", "stage", "reason", "detail"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +54,7 @@ class Decision:
     """What to do with one photo: the faces to crop, or why it is rejected."""
 
     faces: tuple[Face, ...] = ()
-    reason: str = ""
+    reason: Reason | None = None
     detail: str = ""
     others: tuple[Face, ...] = ()  # faces seen (>= presence_prob) but not cropped
 
@@ -90,12 +78,12 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     seconds = max(time.perf_counter() - started, 1e-9)
     kept, detect_rejects = writer.results()
     rejects += detect_rejects
-    remove_unlisted_files(out_dir, {Path(r["path"]) for r in kept}, {".jpg"})
-    write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
-    write_manifest(out_dir / "manifest.csv", kept, MANIFEST_COLUMNS)  # last: run complete
+    remove_unlisted_files(out_dir, {Path(r.path) for r in kept}, {".jpg"})
+    write_rows(out_dir / "rejects.csv", rejects)
+    write_rows(out_dir / "manifest.csv", kept, header=FaceRow)  # last: run complete
     return StageReport.from_rows(
         STAGE, n_files, kept, rejects,
-        photos_kept=len({r["source"] for r in kept}),
+        photos_kept=len({r.source for r in kept}),
         runtime={"seconds": round(seconds, 2), "photos_per_second": round(len(rows) / seconds, 2),
                  "faces_per_second": round(len(kept) / seconds, 2), "device": str(device)},
     )  # fmt: skip
@@ -111,7 +99,7 @@ def _refuse_overlap(raw_dir: Path, out_dir: Path) -> None:
         )
 
 
-def size_order(rows: Sequence[Row]) -> list[int]:
+def size_order(rows: Sequence[ImageRow]) -> list[int]:
     """Row indices grouped by image size, read from file headers (nothing is decoded).
 
     The detector batches photos of equal size; folders interleave sizes and
@@ -120,7 +108,7 @@ def size_order(rows: Sequence[Row]) -> list[int]:
     depend on its batch-mates beyond float rounding (~1e-4 px, measured), far below
     the 0.1 px to which boxes are rounded before cropping.
     """
-    sizes = [_header_size(Path(row["path"])) for row in rows]
+    sizes = [_header_size(Path(row.path)) for row in rows]
     return sorted(range(len(rows)), key=lambda i: (sizes[i], i))
 
 
@@ -143,21 +131,21 @@ class CropWriter:
     def __init__(self, params: DetectParams, out_dir: Path) -> None:
         self.params = params
         self.out_dir = out_dir
-        self._kept: dict[int, list[Row]] = {}
-        self._rejected: dict[int, Row] = {}
+        self._kept: dict[int, list[FaceRow]] = {}
+        self._rejected: dict[int, Rejected] = {}
         self._names: set[Path] = set()
 
-    def results(self) -> tuple[list[Row], list[Row]]:
+    def results(self) -> tuple[list[FaceRow], list[Rejected]]:
         """(kept rows, reject rows), each in the order of the scanned raw files."""
         kept = [row for i in sorted(self._kept) for row in self._kept[i]]
         return kept, [self._rejected[i] for i in sorted(self._rejected)]
 
-    def process(self, detector: FaceDetector, batch: list[tuple[int, Row]]) -> None:
+    def process(self, detector: FaceDetector, batch: list[tuple[int, ImageRow]]) -> None:
         """Decode one batch of (scan index, row), detect all its photos in one call, crop."""
-        decoded: list[tuple[int, Row, np.ndarray]] = []
+        decoded: list[tuple[int, ImageRow, np.ndarray]] = []
         for i, row in batch:
             try:
-                decoded.append((i, row, load_rgb(Path(row["path"]), self.params.max_pixels)))
+                decoded.append((i, row, load_rgb(Path(row.path), self.params.max_pixels)))
             except ImageError as err:
                 self._rejected[i] = reject(row, STAGE, err.reason, err.detail)
         found = detector.detect_batch([image for _, _, image in decoded]) if decoded else []
@@ -172,8 +160,8 @@ class CropWriter:
                 ]
 
     def _write(
-        self, image: np.ndarray, row: Row, face: Face, index: int, decision: Decision
-    ) -> Row:
+        self, image: np.ndarray, row: ImageRow, face: Face, index: int, decision: Decision
+    ) -> FaceRow:
         """Crop, encode and write one face; return its manifest row."""
         others = [f for f in (*decision.faces, *decision.others) if f is not face]
         face = rounded(face)  # the crop is rebuilt from exactly what the manifest records
@@ -183,38 +171,34 @@ class CropWriter:
         geometry = CropGeometry(
             crop_matrix(face, p.size, p.margin, p.align, inside), (width, height), p.size
         )
-        data = encode_jpeg(crop_face(image, geometry.matrix, p.size, p.padding), p.jpeg_quality)
+        crop = crop_face(image, geometry.matrix, p.size, p.padding)
+        data = encode_jpeg(crop, p.jpeg_quality)
         path = self._name(row, index)
         write_listed_file(path, data)
-        return {
-            "path": to_posix(path),
-            "label": row["label"],
-            "source": row["source"],
-            "sha256": sha256_bytes(data),
-            "source_sha256": row["sha256"],
-            "box": dumps(list(face.box)),
-            "landmarks": dumps([list(point) for point in face.landmarks]),
-            "prob": f"{face.prob:.4f}",
-            "face_px": str(round(face.short_side)),
-            "face_index": str(index),
-            **geometry.cells(),
-            "face_outside": f"{outside_fraction(face.core_box(), width, height):.3f}",
-            "other_faces": dumps([[*rounded(f).box, round(f.prob, 4)] for f in others]),
-        }
+        picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box))
+        return FaceRow(
+            path=to_posix(path), label=row.label, source=row.source, sha256=sha256_bytes(data),
+            source_sha256=row.sha256, box=face.box, landmarks=face.landmarks,
+            prob=round(face.prob, 4), face_px=round(face.short_side), face_index=index,
+            **geometry.cells(),  # type: ignore[arg-type]
+            face_outside=round(outside_fraction(face.core_box(), width, height), 3),
+            other_faces=tuple((*rounded(f).box, round(f.prob, 4)) for f in others),
+            blur=round(picture.sharpness(), 2), phash=picture.hash(),
+        )  # fmt: skip
 
-    def _name(self, row: Row, index: int) -> Path:
+    def _name(self, row: ImageRow, index: int) -> Path:
         """``<label>/<stem>-<sha8>[_f<k>].jpg``; a counter only if two sources collide.
 
         Two files collide only when they share class, stem and content (x.jpg and
         x.jpeg with the same bytes); both must still get a crop of their own.
         """
         suffix = f"_f{index}" if self.params.multi_face == "all" else ""
-        base = f"{Path(row['path']).stem}-{row['sha256'][:8]}{suffix}"
-        path = self.out_dir / row["label"] / f"{base}.jpg"
+        base = f"{Path(row.path).stem}-{row.sha256[:8]}{suffix}"
+        path = self.out_dir / row.label / f"{base}.jpg"
         n = 1
         while path in self._names:
             n += 1
-            path = self.out_dir / row["label"] / f"{base}~{n}.jpg"
+            path = self.out_dir / row.label / f"{base}~{n}.jpg"
         self._names.add(path)
         return path
 
@@ -227,13 +211,13 @@ def decide(faces: Sequence[Face], params: DetectParams, image_size: tuple[int, i
     makes a group photo.
     """
     if not faces:
-        return Decision(reason="no_face", detail="no face found")
+        return Decision(reason=Reason.NO_FACE, detail="no face found")
     present = sorted((f for f in faces if f.prob >= params.presence_prob), key=lambda f: -f.area)
     sure = [f for f in present if f.prob >= params.min_prob]
     if not sure:
         best = max(f.prob for f in faces)
         detail = f"best face probability {best:.3f} < min_prob {params.min_prob}"
-        return Decision(reason="low_prob", detail=detail)
+        return Decision(reason=Reason.LOW_PROB, detail=detail)
     chosen = _apply_multi_face(present, sure, params)
     if isinstance(chosen, Decision):
         return chosen
@@ -241,7 +225,7 @@ def decide(faces: Sequence[Face], params: DetectParams, image_size: tuple[int, i
     if not big:
         side = max(f.short_side for f in chosen)
         detail = f"face is {side:.0f} px (shorter side) < min_face_px {params.min_face_px}"
-        return Decision(reason="too_small", detail=detail)
+        return Decision(reason=Reason.TOO_SMALL, detail=detail)
     whole = [f for f in big if outside_fraction(f.core_box(), *image_size) <= params.max_outside]
     if not whole:
         share = min(outside_fraction(f.core_box(), *image_size) for f in big)
@@ -249,7 +233,7 @@ def decide(faces: Sequence[Face], params: DetectParams, image_size: tuple[int, i
             f"{share:.0%} of the face (eyes, nose, mouth) is outside the photo "
             f"> max_outside {params.max_outside:.0%}"
         )
-        return Decision(reason="truncated_face", detail=detail)
+        return Decision(reason=Reason.TRUNCATED_FACE, detail=detail)
     return Decision(faces=tuple(whole), others=tuple(f for f in present if f not in whole))
 
 
@@ -267,10 +251,10 @@ def _apply_multi_face(
         f"the next is {share:.0%} of the largest sure one"
     )
     if params.multi_face == "reject":
-        return Decision(reason="multiple_faces", detail=f"{detail} (multi_face=reject)")
+        return Decision(reason=Reason.MULTIPLE_FACES, detail=f"{detail} (multi_face=reject)")
     if share >= params.ambiguity_ratio:
         ratio = f"ambiguity_ratio {params.ambiguity_ratio:.0%}"
-        return Decision(reason="multiple_faces", detail=f"{detail}, >= {ratio}")
+        return Decision(reason=Reason.MULTIPLE_FACES, detail=f"{detail}, >= {ratio}")
     return [kept]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,13 @@ from pipeline.components.embedders import (
 )
 from pipeline.core.config import EmbedParams
 from pipeline.core.crops import face_box_in_crop
-from pipeline.core.images import ImageError, load_rgb
-from pipeline.core.manifest import Row, read_manifest, reject
+from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
+from pipeline.core.manifest import read_rows, reject
 from pipeline.core.parallel import parallel_map, resolve_workers
 from pipeline.core.report import StageReport
+from pipeline.core.rows import FaceRow, Reason
 
 STAGE = "embed"
-_CROP_MAX_PIXELS = 64_000_000  # crops are ours and small; this only guards a corrupt file
-
-_WORKER: dict[str, Embedder] = {}
 
 
 def build_embedder(params: EmbedParams) -> Embedder:
@@ -53,24 +52,24 @@ def run(
     params: EmbedParams, faces_manifest: Path, out: Path, cache: Path | None = None
 ) -> StageReport:
     """Embed every crop of ``faces_manifest`` into ``out``, reusing ``cache`` when it fits."""
-    rows = read_manifest(faces_manifest)
+    rows = read_rows(faces_manifest, FaceRow)
     started = time.perf_counter()
     embedder = build_embedder(params)
     cached = read_cache(cache, embedder.fingerprint)
     todo = _unique_misses(rows, cached)
     computed, failed = compute(params, embedder, todo)
     vectors = {**cached.vectors, **computed}
-    current = {r["sha256"]: vectors[r["sha256"]] for r in rows if r["sha256"] in vectors}
+    current = {r.sha256: vectors[r.sha256] for r in rows if r.sha256 in vectors}
     save_embeddings(out, Embeddings(embedder.fingerprint, current))
     if cache is not None and computed:
         save_embeddings(cache, Embeddings(embedder.fingerprint, vectors))
-    kept = [r for r in rows if r["sha256"] in current]
+    kept = [r for r in rows if r.sha256 in current]
     rejects = [
-        reject(r, STAGE, "unreadable", failed[r["sha256"]]) for r in rows if r["sha256"] in failed
+        reject(r, STAGE, Reason.UNREADABLE, failed[r.sha256]) for r in rows if r.sha256 in failed
     ]
     return StageReport.from_rows(
         STAGE, len(rows), kept, rejects,
-        embedder=params.embedder, dim=embedder.dim, crops=len({r["sha256"] for r in rows}),
+        embedder=params.embedder, dim=embedder.dim, crops=len({r.sha256 for r in rows}),
         # what the cache held depends on earlier runs, not on this run's data: runtime
         runtime={"computed": len(computed), "cached": len(current) - len(computed),
                  "seconds": round(time.perf_counter() - started, 2)},
@@ -87,17 +86,17 @@ def read_cache(cache: Path | None, fingerprint: str) -> Embeddings:
     return stored
 
 
-def _unique_misses(rows: list[Row], cached: Embeddings) -> list[Row]:
+def _unique_misses(rows: list[FaceRow], cached: Embeddings) -> list[FaceRow]:
     """Rows of crops not in the cache, each content once, in manifest order."""
-    todo: dict[str, Row] = {}
+    todo: dict[str, FaceRow] = {}
     for row in rows:
-        if cached.get(row["sha256"]) is None:
-            todo.setdefault(row["sha256"], row)
+        if cached.get(row.sha256) is None:
+            todo.setdefault(row.sha256, row)
     return list(todo.values())
 
 
 def compute(
-    params: EmbedParams, embedder: Embedder, todo: list[Row]
+    params: EmbedParams, embedder: Embedder, todo: list[FaceRow]
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Vectors for ``todo`` in batches, one process per core when the embedder gains from it."""
     workers = resolve_workers(params.workers) if embedder.multiprocess else 1
@@ -107,34 +106,30 @@ def compute(
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     vectors: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    if workers == 1:
-        _WORKER["embedder"] = embedder  # reuse the one already built
-        results = parallel_map(_embed_batch, batches, 1, "embed", unit="crops", weight=len)
-    else:
-        results = parallel_map(
-            _embed_batch, batches, workers, "embed", initializer=_init_worker,
-            initargs=(params,), chunksize=1, unit="crops", weight=len,
-        )  # fmt: skip
+    # one process: the embedder already built; more: each builds its own, once
+    setup = (lambda: embedder) if workers == 1 else partial(build_embedder, params)
+    results = parallel_map(
+        _embed_batch, batches, workers, "embed", setup=setup, chunksize=1, unit="crops",
+        weight=len,
+    )  # fmt: skip
     for batch_vectors, batch_failed in results:
         vectors.update(batch_vectors)
         failed.update(batch_failed)
     return vectors, failed
 
 
-def _init_worker(params: EmbedParams) -> None:
-    _WORKER["embedder"] = build_embedder(params)
-
-
-def _embed_batch(batch: Sequence[Row]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _embed_batch(
+    embedder: Embedder, batch: Sequence[FaceRow]
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     crops, boxes, shas, failed = [], [], [], {}
     for row in batch:
         try:
-            crop = load_rgb(Path(row["path"]), _CROP_MAX_PIXELS)
+            crop = load_rgb(Path(row.path), MAX_PIXELS)
         except ImageError as err:
-            failed[row["sha256"]] = err.detail
+            failed[row.sha256] = err.detail
             continue
         crops.append(crop)
         boxes.append(face_box_in_crop(row, crop.shape[0]))  # detect may have moved the face
-        shas.append(row["sha256"])
-    vectors = _WORKER["embedder"].embed(crops, boxes)
+        shas.append(row.sha256)
+    vectors = embedder.embed(crops, boxes)
     return dict(zip(shas, vectors, strict=True)), failed

@@ -27,8 +27,10 @@ from pipeline.core.config import EvaluateParams
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import StageError
 from pipeline.core.files import atomic_write_bytes, atomic_write_text
-from pipeline.core.manifest import Row, read_manifest
+from pipeline.core.images import MAX_PIXELS, load_rgb
+from pipeline.core.manifest import read_rows
 from pipeline.core.report import StageReport
+from pipeline.core.rows import Split, SplitRow, rows_of
 
 STAGE = "evaluate"
 
@@ -92,7 +94,7 @@ def run(params: EvaluateParams, model_dir: Path, split_manifest: Path, out: Path
     model, backbone, meta = load_model(model_dir)
     align = backbone.aligner() if backbone.aligner else None
     classes: list[str] = meta["classes"]
-    rows = [r for r in read_manifest(split_manifest) if r.get("split") == "test"]
+    rows = rows_of(read_rows(split_manifest, SplitRow), Split.TEST)
     if not rows:
         raise StageError(f"no test rows in {split_manifest}: lower split.val_per_class / train")
     normalize = Normalize(meta["mean"], meta["std"])
@@ -107,11 +109,11 @@ def run(params: EvaluateParams, model_dir: Path, split_manifest: Path, out: Path
 
 
 def predict(
-    model: torch.nn.Module, normalize: Normalize, rows: Sequence[Row], classes: Sequence[str],
+    model: torch.nn.Module, normalize: Normalize, rows: Sequence[SplitRow], classes: Sequence[str],
     meta: dict[str, Any], params: EvaluateParams, align: Aligner | None = None,
 ) -> Predictions:  # fmt: skip
     index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted({r["label"] for r in rows} - index.keys())
+    unknown = sorted({r.label for r in rows} - index.keys())
     if unknown:
         raise StageError(f"test rows have classes the model was not trained on: {unknown[:5]}")
     device = resolve_device(params.device)
@@ -123,24 +125,24 @@ def predict(
             chunk = rows[start : start + params.batch_size]
             images = load_images(chunk, meta["image_size"], align).to(device)
             probs.append(torch.softmax(model(normalize(images)).float(), dim=1).cpu().numpy())
-    labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
+    labels = np.array([index[r.label] for r in rows], dtype=np.int64)
     return Predictions(labels, np.concatenate(probs))
 
 
 def write_predictions(
-    path: Path, rows: Sequence[Row], pred: Predictions, classes: Sequence[str]
+    path: Path, rows: Sequence[SplitRow], pred: Predictions, classes: Sequence[str]
 ) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "actual", "predicted", "confidence"])
     for row, label, probs in zip(rows, pred.labels, pred.probs, strict=True):
         best = int(probs.argmax())
-        writer.writerow([row["path"], classes[label], classes[best], f"{probs[best]:.4f}"])
+        writer.writerow([row.path, classes[label], classes[best], f"{probs[best]:.4f}"])
     atomic_write_text(path, buffer.getvalue())
 
 
 def mistakes_sheet(
-    rows: Sequence[Row], pred: Predictions, classes: Sequence[str], params: EvaluateParams
+    rows: Sequence[SplitRow], pred: Predictions, classes: Sequence[str], params: EvaluateParams
 ) -> bytes:
     """PNG grid of the most confident wrong predictions, captioned ``true > predicted p``."""
     predicted = pred.probs.argmax(axis=1)
@@ -155,8 +157,8 @@ def mistakes_sheet(
         draw.text((4, 4), "no mistakes", fill="black")
     for slot, i in enumerate(worst):
         x, y = (slot % cols) * thumb, (slot // cols) * (thumb + caption)
-        with Image.open(rows[i]["path"]) as image:
-            sheet.paste(image.convert("RGB").resize((thumb, thumb)), (x, y))
+        image = Image.fromarray(load_rgb(Path(rows[i].path), MAX_PIXELS))
+        sheet.paste(image.resize((thumb, thumb)), (x, y))
         text = f"{classes[pred.labels[i]]}>{classes[predicted[i]]} {confidence[i]:.2f}"
         draw.text((x + 2, y + thumb + 1), text[: thumb // 6], fill="black")
     buffer = io.BytesIO()

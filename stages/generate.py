@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,19 +30,11 @@ from pipeline.core.config import GenerateParams
 from pipeline.core.crops import face_box_in_crop
 from pipeline.core.files import prepare_output_dir, remove_unlisted_files, write_listed_file
 from pipeline.core.files import sha256_bytes as sha256_of
-from pipeline.core.images import ImageError, encode_jpeg, load_rgb
-from pipeline.core.manifest import (
-    IMAGE_SUFFIXES,
-    Row,
-    columns_for,
-    dumps,
-    read_manifest,
-    reject,
-    to_posix,
-    write_manifest,
-)
+from pipeline.core.images import MAX_PIXELS, ImageError, encode_jpeg, load_rgb
+from pipeline.core.manifest import IMAGE_SUFFIXES, read_rows, reject, to_posix, write_rows
 from pipeline.core.parallel import parallel_map, resolve_workers
 from pipeline.core.report import StageReport
+from pipeline.core.rows import GeneratedRow, Kind, Reason, Rejected, Split, SplitRow, train_rows
 from pipeline.core.seeds import derive_seed
 
 if TYPE_CHECKING:
@@ -49,19 +42,13 @@ if TYPE_CHECKING:
     from pipeline.components.generators.gate import IdentityGate
 
 STAGE = "generate"
-COLUMNS = [
-    "path", "label", "source", "sha256", "split", "kind", "parent", "variant", "params", "seed",
-    "backend", "expression", "identity_distance",
-]  # fmt: skip
-REJECT_COLUMNS = [c for c in COLUMNS if c != "parent"] + ["stage", "reason", "detail"]
-MAX_PIXELS = 40_000_000  # inputs are detect's crops; this only guards a corrupt file
 
 
 @dataclass(frozen=True)
 class Planned:
     """One variant to make of one source row, and where it goes."""
 
-    row: Row
+    row: SplitRow
     variant: int
     expression: str
     seed: int
@@ -71,15 +58,15 @@ class Planned:
 
 @dataclass(frozen=True)
 class Outcome:
-    kept: list[Row]
-    rejected: list[Row]
+    kept: list[GeneratedRow]
+    rejected: list[Rejected]
 
 
 def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) -> StageReport:
     """Read split's train rows, write variants, ``manifest.csv``, ``rejects.csv``."""
     if params.enabled:
         _backend(params)  # an unknown name fails before anything is read or written
-    rows = train_rows(read_manifest(split_manifest))
+    rows = train_rows(read_rows(split_manifest, SplitRow))
     plan = plan_variants(rows, params, seed, out_dir) if params.enabled else []
     with launched_shard(params.enabled) as shard:
         if shard.is_main:
@@ -99,25 +86,18 @@ def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) 
     return StageReport.from_rows(STAGE, n_planned, kept, rejects, runtime=runtime, **extra)
 
 
-def train_rows(rows: list[Row]) -> list[Row]:
-    """Only training images get variants; a manifest without splits is all training."""
-    if rows and "split" in rows[0]:
-        return [row for row in rows if row["split"] == "train"]
-    return rows
-
-
 def plan_variants(
-    rows: list[Row], params: GenerateParams, seed: int, out_dir: Path
+    rows: list[SplitRow], params: GenerateParams, seed: int, out_dir: Path
 ) -> list[list[Planned]]:
     """Per source row, its ``variants_per_image`` planned variants (expressions cycle)."""
     plan = []
     for row in rows:
-        stem = f"{Path(row['path']).stem}-{row['sha256'][:8]}"
+        stem = f"{Path(row.path).stem}-{row.sha256[:8]}"
         variants = []
         for k in range(params.variants_per_image):
             expression = params.expressions[k % len(params.expressions)]
-            path = out_dir / row["label"] / f"{stem}_{expression}_{k}.jpg"
-            variant_seed = derive_seed(seed, row["sha256"], k)
+            path = out_dir / row.label / f"{stem}_{expression}_{k}.jpg"
+            variant_seed = derive_seed(seed, row.sha256, k)
             planned = Planned(row, k, expression, variant_seed, to_posix(path), params.backend)
             variants.append(planned)
         plan.append(variants)
@@ -126,17 +106,22 @@ def plan_variants(
 
 # --- generation ---------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
+
+@dataclass
+class Worker:
+    """What each process builds once: the backend (models load here) and the gate."""
+
+    generator: Generator
+    gate: IdentityGate
+    quality: int
 
 
-def _init_worker(params: GenerateParams) -> None:
-    """Build the backend and the gate once per process (models load here)."""
+def build_worker(params: GenerateParams) -> Worker:
     from pipeline.components.generators import GENERATORS
     from pipeline.components.generators.gate import IdentityGate, load_embedder
 
-    _WORKER["generator"] = GENERATORS.get(params.backend)(params)
-    _WORKER["gate"] = IdentityGate(load_embedder(params.embedder), params.identity_threshold)
-    _WORKER["params"] = params
+    gate = IdentityGate(load_embedder(params.embedder), params.identity_threshold)
+    return Worker(GENERATORS.get(params.backend)(params), gate, params.jpeg_quality)
 
 
 def _generate(
@@ -151,13 +136,10 @@ def _generate(
     if workers > 1:
         backend(params)  # bad expressions or a missing model fail here, not in a worker
     results = parallel_map(
-        _run_chunk, [c for _, c in mine], workers, desc=STAGE,
-        initializer=_init_worker, initargs=(params,), unit="sources", weight=len,
+        _run_chunk, [c for _, c in mine], workers, STAGE, setup=partial(build_worker, params),
+        unit="sources", weight=len,
     )  # fmt: skip
-    try:
-        return [(i, outcome) for (i, _), outcome in zip(mine, results, strict=True)]
-    finally:
-        _WORKER.clear()  # in-process runs: let the model (and its GPU memory) go
+    return [(i, outcome) for (i, _), outcome in zip(mine, results, strict=True)]
 
 
 def _backend(params: GenerateParams) -> type[Generator]:
@@ -170,117 +152,106 @@ def _index(pair: tuple[int, Outcome]) -> int:
     return pair[0]
 
 
-def _run_chunk(chunk: list[list[Planned]]) -> Outcome:
+def _run_chunk(worker: Worker, chunk: list[list[Planned]]) -> Outcome:
     """Make, gate and write the variants of a few sources (runs in a worker)."""
     from pipeline.components.generators import Job
 
-    generator, gate = _WORKER["generator"], _WORKER["gate"]
-    kept: list[Row] = []
-    rejected: list[Row] = []
+    kept: list[GeneratedRow] = []
+    rejected: list[Rejected] = []
     sources: list[tuple[list[Planned], np.ndarray]] = []
     for planned in chunk:
         try:
-            sources.append((planned, load_rgb(Path(planned[0].row["path"]), MAX_PIXELS)))
+            sources.append((planned, load_rgb(Path(planned[0].row.path), MAX_PIXELS)))
         except ImageError as err:
             rejected += [_rejected(p, err.reason, err.detail) for p in planned]
     jobs = [
-        Job(image, p.expression, p.seed, p.row["sha256"])
+        Job(image, p.expression, p.seed, p.row.sha256)
         for planned, image in sources
         for p in planned
     ]
-    variants = iter(generator.generate(jobs))
+    variants = iter(worker.generator.generate(jobs))
     for planned, image in sources:
-        outcome = _gate_and_write(planned, image, [next(variants) for _ in planned], gate)
+        outcome = _gate_and_write(planned, image, [next(variants) for _ in planned], worker)
         kept += outcome.kept
         rejected += outcome.rejected
     return Outcome(kept, rejected)
 
 
 def _gate_and_write(
-    planned: list[Planned], source: np.ndarray, variants: list[Variant], gate: IdentityGate
+    planned: list[Planned], source: np.ndarray, variants: list[Variant], worker: Worker
 ) -> Outcome:
     """Keep the variants that pass the gate (written as JPEG), reject the others."""
+    gate = worker.gate
     box = face_box_in_crop(planned[0].row, source.shape[0]) if planned else None
     made = [v.image for v in variants if v.image is not None]
     distances = iter(gate.distances(source, made, box))
-    quality = _WORKER["params"].jpeg_quality
-    kept: list[Row] = []
-    rejected: list[Row] = []
+    kept: list[GeneratedRow] = []
+    rejected: list[Rejected] = []
     for p, variant in zip(planned, variants, strict=True):
         if variant.image is None:
-            rejected.append(_rejected(p, "generation_failed", variant.error))
+            rejected.append(_rejected(p, Reason.GENERATION_FAILED, variant.error))
             continue
         distance = float(next(distances))
         if not gate.keeps(distance):
             detail = gate.detail(distance)
-            rejected.append(_rejected(p, "identity_lost", detail, variant.applied, distance))
+            rejected.append(_rejected(p, Reason.IDENTITY_LOST, detail, variant.applied, distance))
             continue
-        data = encode_jpeg(variant.image, quality)
+        data = encode_jpeg(variant.image, worker.quality)
         write_listed_file(p.path, data)
         kept.append(_kept(p, variant.applied, distance, sha256_of(data)))
     return Outcome(kept, rejected)
 
 
-def _kept(p: Planned, applied: dict[str, Any], distance: float, sha256: str) -> Row:
-    return {
-        "path": p.path,
-        "label": p.row["label"],
-        "source": p.row.get("source") or p.row["path"],
-        "sha256": sha256,
-        "split": "train",
-        "parent": p.row["path"],
-        **_variant_fields(p, applied, distance),
-    }
+def _kept(p: Planned, applied: dict[str, Any], distance: float, sha256: str) -> GeneratedRow:
+    """The variant's row: its source's row (class, face geometry) as a generated image."""
+    made = _variant_row(p, applied, distance)
+    return replace(made, path=p.path, sha256=sha256, split=Split.TRAIN, parent=p.row.path)
 
 
 def _rejected(
     p: Planned,
-    reason: str,
+    reason: Reason,
     detail: str,
     applied: dict[str, Any] | None = None,
     distance: float | None = None,
-) -> Row:
+) -> Rejected:
     """The input (source) row, which variant it was, and why: no file is written for it."""
-    return reject({**p.row, **_variant_fields(p, applied, distance)}, STAGE, reason, detail)
+    return reject(_variant_row(p, applied, distance), STAGE, reason, detail)
 
 
-def _variant_fields(p: Planned, applied: dict[str, Any] | None, distance: float | None) -> Row:
-    return {
-        "kind": "generated",
-        "variant": str(p.variant),
-        "params": dumps(applied or {}),
-        "seed": str(p.seed),
-        "backend": p.backend,
-        "expression": p.expression,
-        "identity_distance": "" if distance is None else _fmt(distance),
-    }
-
-
-def _fmt(distance: float) -> str:
-    return f"{distance:.4f}" if np.isfinite(distance) else "inf"
+def _variant_row(
+    p: Planned, applied: dict[str, Any] | None, distance: float | None
+) -> GeneratedRow:
+    return GeneratedRow(
+        **vars(p.row), kind=Kind.GENERATED, variant=p.variant, params=applied or {},
+        seed=p.seed, backend=p.backend, expression=p.expression,
+        identity_distance=None if distance is None else round(distance, 4),
+    )  # fmt: skip
 
 
 # --- outputs ------------------------------------------------------------------------
 
 
-def _write(out_dir: Path, kept: list[Row], rejects: list[Row]) -> None:
-    remove_unlisted_files(out_dir, {Path(row["path"]) for row in kept}, IMAGE_SUFFIXES)
-    write_manifest(out_dir / "rejects.csv", rejects, columns_for(rejects, REJECT_COLUMNS))
-    write_manifest(out_dir / "manifest.csv", kept, columns_for(kept, COLUMNS))  # last: complete
+def _write(out_dir: Path, kept: list[GeneratedRow], rejects: list[Rejected]) -> None:
+    remove_unlisted_files(out_dir, {Path(row.path) for row in kept}, IMAGE_SUFFIXES)
+    write_rows(out_dir / "rejects.csv", rejects)
+    write_rows(out_dir / "manifest.csv", kept, header=GeneratedRow)  # last: complete
 
 
 def _metrics(
-    params: GenerateParams, kept: Sequence[Row], rejects: Sequence[Row], n_sources: int
-) -> dict[str, Any]:
+    params: GenerateParams, kept: Sequence[GeneratedRow], rejects: Sequence[Rejected],
+    n_sources: int,
+) -> dict[str, Any]:  # fmt: skip
     """Per backend and expression: variants made, kept, and their mean identity distance."""
-    made = [*kept, *(r for r in rejects if r["reason"] == "identity_lost")]
+    lost = [r.row for r in rejects if r.reason == Reason.IDENTITY_LOST]
+    made: list[GeneratedRow] = [*kept, *lost]  # type: ignore[list-item]
     table: dict[str, dict[str, Any]] = {}
     for expression in params.expressions if params.enabled else []:
-        mine = [r for r in made if r["expression"] == expression]
-        finite = [float(r["identity_distance"]) for r in mine if r["identity_distance"] != "inf"]
+        mine = [r for r in made if r.expression == expression]
+        finite = [r.identity_distance for r in mine if np.isfinite(r.identity_distance or np.inf)]
         table[expression] = {
             "made": len(mine),
-            "kept": sum(r["expression"] == expression for r in kept),
+            "kept": sum(r.expression == expression for r in kept),
             "mean_distance": round(float(np.mean(finite)), 4) if finite else None,
         }
     return {

@@ -10,32 +10,33 @@ Train is filled first, then val; everything else is test.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.config import SplitParams
 from pipeline.core.errors import StageError
 from pipeline.core.files import prepare_output_dir
-from pipeline.core.manifest import Row, by_label, read_manifest, reject, write_manifest
+from pipeline.core.manifest import by_label, read_rows, reject, write_rows
 from pipeline.core.report import StageReport
+from pipeline.core.rows import Reason, Rejected, Split, SplitRow
 from pipeline.core.seeds import derive_seed
 
 STAGE = "split"
-SPLITS = ("train", "val", "test")
 
 
 def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> StageReport:
     """Read clean's manifest, write ``out_dir/manifest.csv`` (with ``split``) and rejects."""
-    rows = read_manifest(clean_manifest)
+    rows = read_rows(clean_manifest, SplitRow)
     prepare_output_dir(out_dir)
-    kept: list[Row] = []
-    rejects: list[Row] = []
+    kept: list[SplitRow] = []
+    rejects: list[Rejected] = []
     for label, members in by_label(rows).items():
         n_train, n_val = plan_sizes(params, len(members))
         if n_train + n_val >= len(members):
             detail = _short_detail(params, label, len(members), n_train, n_val)
             if params.on_short_class == "error":
                 raise StageError(detail + "; or set split.on_short_class: skip")
-            rejects += [reject(row, STAGE, "class_too_small", detail) for row in members]
+            rejects += [reject(row, STAGE, Reason.CLASS_TOO_SMALL, detail) for row in members]
             continue
         assigned = assign(members, n_train, n_val, seed)
         underfilled = _underfilled(assigned, n_train, n_val)
@@ -43,11 +44,11 @@ def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> 
             detail = f"class {label!r}: {underfilled}"
             if params.on_short_class == "error":
                 raise StageError(detail + "; or set split.on_short_class: skip")
-            rejects += [reject(row, STAGE, "class_too_small", detail) for row in members]
+            rejects += [reject(row, STAGE, Reason.CLASS_TOO_SMALL, detail) for row in members]
             continue
         kept += assigned
-    write_manifest(out_dir / "manifest.csv", kept)
-    write_manifest(out_dir / "rejects.csv", rejects)
+    write_rows(out_dir / "manifest.csv", kept, header=SplitRow)
+    write_rows(out_dir / "rejects.csv", rejects)
     return StageReport.from_rows(STAGE, len(rows), kept, rejects, **_counts(kept))
 
 
@@ -59,32 +60,32 @@ def plan_sizes(params: SplitParams, n: int) -> tuple[int, int]:
     return max(1, round(params.train_fraction * n)), params.val_per_class
 
 
-def assign(rows: list[Row], n_train: int, n_val: int, seed: int) -> list[Row]:
+def assign(rows: list[SplitRow], n_train: int, n_val: int, seed: int) -> list[SplitRow]:
     """Rows of one class with ``split`` set; groups are never divided."""
-    groups: dict[str, list[Row]] = defaultdict(list)
+    groups: dict[str, list[SplitRow]] = defaultdict(list)
     for row in rows:
-        groups[row.get("group") or row["sha256"]].append(row)
-    label = rows[0]["label"]
+        groups[row.group or row.sha256].append(row)
+    label = rows[0].label
     order = sorted(groups, key=lambda g: (derive_seed(seed, f"{label}/{g}"), g))
-    remaining = {"train": n_train, "val": n_val}
-    out: list[Row] = []
+    remaining = {Split.TRAIN: n_train, Split.VAL: n_val}
+    out: list[SplitRow] = []
     for name in order:
         members = groups[name]
-        split = next((s for s in ("train", "val") if len(members) <= remaining[s]), "test")
-        if split != "test":
+        split = next((s for s in remaining if len(members) <= remaining[s]), Split.TEST)
+        if split != Split.TEST:
             remaining[split] -= len(members)
-        out += [{**row, "split": split} for row in members]
+        out += [replace(row, split=split) for row in members]
     return out
 
 
-def _underfilled(rows: list[Row], n_train: int, n_val: int) -> str:
+def _underfilled(rows: list[SplitRow], n_train: int, n_val: int) -> str:
     """Why groups of look-alikes left train or val short of the requested count, if so.
 
     Few-shot results are reported per image count, so a class silently trained on
     fewer images than asked would corrupt the comparison.
     """
-    for split, wanted in (("train", n_train), ("val", n_val)):
-        got = sum(row["split"] == split for row in rows)
+    for split, wanted in ((Split.TRAIN, n_train), (Split.VAL, n_val)):
+        got = sum(row.split == split for row in rows)
         if got < wanted:
             return (
                 f"only {got} of {wanted} {split} images could be assigned without dividing "
@@ -101,7 +102,7 @@ def _short_detail(params: SplitParams, label: str, n: int, n_train: int, n_val: 
     )
 
 
-def _counts(rows: list[Row]) -> dict[str, object]:
-    per_split = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
-    classes = sorted({r["label"] for r in rows})
+def _counts(rows: list[SplitRow]) -> dict[str, object]:
+    per_split = {s.value: sum(r.split == s for r in rows) for s in Split}
+    classes = sorted({r.label for r in rows})
     return {**per_split, "classes": len(classes)}

@@ -49,9 +49,10 @@ from pipeline.core.config import TrainParams
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import StageError, UserError
 from pipeline.core.files import prepare_output_dir
-from pipeline.core.manifest import Row, read_manifest
+from pipeline.core.manifest import read_rows
 from pipeline.core.progress import track
 from pipeline.core.report import StageReport
+from pipeline.core.rows import AugmentedRow, Split, SplitRow, rows_of, train_rows
 
 STAGE = "train"
 
@@ -158,27 +159,26 @@ def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 # --- data ------------------------------------------------------------------------------
 
 
-def read_rows(
+def training_rows(
     source: str, train_manifest: Path, split_manifest: Path
-) -> tuple[list[Row], list[Row]]:
+) -> tuple[list[SplitRow], list[SplitRow]]:
     """(training rows, validation rows) according to ``train.source``."""
-    split_rows = read_manifest(split_manifest)
+    split_rows = read_rows(split_manifest, SplitRow)
     if source == "augmented":
-        rows = read_manifest(train_manifest)
-        train_rows = [r for r in rows if r.get("split", "train") in ("", "train")]
+        chosen = train_rows(read_rows(train_manifest, AugmentedRow))
     else:
-        train_rows = [r for r in split_rows if r.get("split") == "train"]
-    if not train_rows:
+        chosen = train_rows(split_rows)
+    if not chosen:
         raise StageError(f"no training rows (source={source}) in {train_manifest}")
-    return train_rows, [r for r in split_rows if r.get("split") == "val"]
+    return chosen, rows_of(split_rows, Split.VAL)
 
 
-def encode_labels(rows: Sequence[Row], classes: Sequence[str], what: str) -> torch.Tensor:
+def encode_labels(rows: Sequence[SplitRow], classes: Sequence[str], what: str) -> torch.Tensor:
     index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted({r["label"] for r in rows} - index.keys())
+    unknown = sorted({r.label for r in rows} - index.keys())
     if unknown:
         raise StageError(f"{what} rows have classes absent from training: {unknown[:5]}")
-    return torch.tensor([index[r["label"]] for r in rows], dtype=torch.long)
+    return torch.tensor([index[r.label] for r in rows], dtype=torch.long)
 
 
 def check_memory(n_images: int, size: int, limit_gb: float) -> None:
@@ -191,13 +191,13 @@ def check_memory(n_images: int, size: int, limit_gb: float) -> None:
 
 
 def extract_features(
-    trunk: nn.Module, normalize: nn.Module, rows: Sequence[Row], size: int, p: TrainParams,
+    trunk: nn.Module, normalize: nn.Module, rows: Sequence[SplitRow], size: int, p: TrainParams,
     device: torch.device, align: Aligner | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Backbone features for ``rows``, computed once per unique image (sha256 or path)."""
     if not rows:
         return torch.empty((0, 0))
-    keys = [r.get("sha256") or r["path"] for r in rows]
+    keys = [r.sha256 or r.path for r in rows]
     first: dict[str, int] = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
@@ -415,8 +415,8 @@ def run(
     start = time.perf_counter()
     torch.manual_seed(seed)
     device = resolve_device(params.device)
-    train_rows, val_rows = read_rows(params.source, train_manifest, split_manifest)
-    classes = sorted({r["label"] for r in train_rows})
+    train_rows, val_rows = training_rows(params.source, train_manifest, split_manifest)
+    classes = sorted({r.label for r in train_rows})
     backbone = get_backbone(params.backbone)
     size = params.image_size or backbone.input_size
     model, n_frozen = build_model(params, backbone, size, len(classes))
@@ -450,7 +450,8 @@ def _use_cache(p: TrainParams, model: Classifier, n_frozen: int) -> bool:
 
 def _prepare_data(
     p: TrainParams, model: Classifier, backbone: Backbone, size: int,
-    rows: tuple[list[Row], list[Row]], classes: list[str], device: torch.device, cached: bool,
+    rows: tuple[list[SplitRow], list[SplitRow]], classes: list[str], device: torch.device,
+    cached: bool,
 ) -> tuple[Data, Data, float]:  # fmt: skip
     """Decoded images, or cached features when only the head trains; + seconds spent caching."""
     train_rows, val_rows = rows

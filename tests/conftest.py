@@ -168,9 +168,10 @@ class RealFaces:
     def entries(self, **match: Any) -> list[dict[str, Any]]:
         return [e for e in self.truth["files"] if all(e[k] == v for k, v in match.items())]
 
-    def raw_name(self, row: dict[str, str]) -> str:
-        """``<class>/<file>`` of the raw photo a manifest row came from."""
-        return Path(row["source"]).resolve().relative_to(self.root.resolve()).as_posix()
+    def raw_name(self, row: Any) -> str:
+        """``<class>/<file>`` of the raw photo a manifest row (CSV or typed) came from."""
+        source = row["source"] if isinstance(row, dict) else row.source
+        return Path(source).resolve().relative_to(self.root.resolve()).as_posix()
 
 
 def require_photo_tarballs(*packages: str) -> None:

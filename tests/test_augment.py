@@ -16,7 +16,7 @@ from pipeline.components.recipes import Classic8
 from pipeline.core.config import AugmentParams
 from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_bytes
-from pipeline.core.images import decode_rgb, encode_jpeg
+from pipeline.core.images import decode, decode_rgb, encode_jpeg
 from pipeline.core.manifest import Row, read_manifest, write_manifest
 from stages import augment
 
@@ -251,20 +251,20 @@ def test_same_name_and_content_twice_is_one_source(in_tmp: Path, make_image_fold
 def test_decode_fast_path_only_for_plain_jpegs(tmp_path: Path):
     pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     plain = encode_jpeg(pixels, 90)
-    image, copyable = augment.decode(plain, "plain.jpg")
-    assert copyable and np.array_equal(image, decode_rgb(plain, 10**6))
+    decoded = decode(plain, 10**6, "plain.jpg")
+    assert decoded.plain_jpeg and np.array_equal(decoded.rgb, decode_rgb(plain, 10**6))
 
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=90, exif=exif.tobytes())
-    image, copyable = augment.decode(buffer.getvalue(), "rotated.jpg")
-    assert not copyable and image.shape == (40, 24, 3)  # upright, so re-encoded
+    decoded = decode(buffer.getvalue(), 10**6, "rotated.jpg")
+    assert not decoded.plain_jpeg and decoded.rgb.shape == (40, 24, 3)  # upright: re-encoded
 
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0]).save(buffer, "JPEG")
-    image, copyable = augment.decode(buffer.getvalue(), "gray.jpg")
-    assert not copyable and image.shape == (24, 40, 3)
+    decoded = decode(buffer.getvalue(), 10**6, "gray.jpg")
+    assert not decoded.plain_jpeg and decoded.rgb.shape == (24, 40, 3)
 
 
 def test_refuses_to_write_into_its_source(in_tmp: Path, make_image_folder: MakeFolder):

@@ -25,6 +25,7 @@ from pipeline.components.backbones import (
     weights_status,
 )
 from pipeline.core.errors import UserError
+from pipeline.core.rows import ImageRow
 
 
 def _offline(*args: object, **kwargs: object) -> None:
@@ -149,5 +150,5 @@ def test_saved_model_round_trips(tmp_path: Path) -> None:
 
 def test_load_images_decodes_and_resizes(make_image_folder) -> None:
     root = make_image_folder(classes=1, per_class=2, size=40)
-    batch = load_images([{"path": str(p)} for p in sorted(root.rglob("*.jpg"))], 24)
+    batch = load_images([ImageRow(path=str(p)) for p in sorted(root.rglob("*.jpg"))], 24)
     assert batch.shape == (2, 3, 24, 24) and batch.dtype == torch.uint8

@@ -27,11 +27,11 @@ def test_scan_accounts_for_every_file(make_image_folder, in_tmp: Path) -> None:
     outside.write_bytes(b"z")
     (root / "class1" / "link.jpg").symlink_to(outside)
     rows, rejects = scan_image_folder(root)
-    reasons = {Path(r["path"]).name: r["reason"] for r in rejects}
+    reasons = {Path(r.row.path).name: r.reason for r in rejects}
     assert reasons == {"stray.jpg": "no_class", "link.jpg": "outside_root"}
     assert len(rows) == 5
-    assert all(len(r["sha256"]) == 64 and r["label"].startswith("class") for r in rows)
-    assert all(not r["path"].startswith("/") for r in rows)  # relative to the working dir
+    assert all(len(r.sha256) == 64 and r.label.startswith("class") for r in rows)
+    assert all(not r.path.startswith("/") for r in rows)  # relative to the working dir
 
 
 def test_manifest_roundtrip_keeps_canonical_column_order(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_file
 from pipeline.core.images import load_rgb
 from pipeline.core.manifest import read_manifest
+from pipeline.core.rows import FaceRow, ImageRow, parse_row
 from stages import detect
 from stages.detect import crop_face, crop_matrix, decide
 
@@ -124,7 +125,7 @@ def test_manifest_rows_describe_their_crops(sample_faces: SampleFaces) -> None:
     assert list(rows[0]) == [
         "path", "label", "source", "sha256", "source_sha256",
         "box", "landmarks", "prob", "face_px", "face_index",
-        "crop_matrix", "source_size", "face_outside", "other_faces",
+        "crop_matrix", "source_size", "face_outside", "other_faces", "blur", "phash",
     ]  # fmt: skip
     p = params()
     for row in rows:
@@ -143,7 +144,7 @@ def test_manifest_rows_describe_their_crops(sample_faces: SampleFaces) -> None:
         assert int(row["face_px"]) >= p.min_face_px
         assert row["face_index"] == "0"
         # the recorded geometry puts the whole face box inside the crop
-        x1, y1, x2, y2 = face_box_in_crop(row, p.size)
+        x1, y1, x2, y2 = face_box_in_crop(parse_row(FaceRow, row), p.size)
         assert -0.5 <= x1 < x2 <= p.size + 0.5 and -0.5 <= y1 < y2 <= p.size + 0.5
         with Image.open(Path(row["source"])) as photo:
             assert json.loads(row["source_size"]) == list(ImageOps.exif_transpose(photo).size)
@@ -449,7 +450,7 @@ def test_size_order_groups_by_header_size_in_scan_order(tmp_path: Path) -> None:
             path.write_bytes(b"not an image")
         else:
             Image.new("RGB", size).save(path)
-        rows.append({"path": str(path)})
+        rows.append(ImageRow(path=str(path)))
     assert detect.size_order(rows) == [3, 1, 4, 0, 2]  # unreadable first, then by (w, h)
 
 

@@ -17,12 +17,12 @@ import pytest
 from conftest import PHOTO_CACHE, RealFaces, require_photo_tarballs
 
 from pipeline.components.detectors import MtcnnDetector, torch_threads
-from pipeline.components.likeness import photo_match
+from pipeline.components.likeness import Picture
 from pipeline.core.config import load_params
 from pipeline.core.crops import valid_mask_of
 from pipeline.core.images import decode_rgb, load_rgb
-from pipeline.core.manifest import read_manifest
-from stages import clean
+from pipeline.core.manifest import read_manifest, read_rows
+from pipeline.core.rows import FaceRow
 
 
 def _outcome(real: RealFaces, folder: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -51,14 +51,14 @@ def test_detect_rejects_only_the_cut_off_faces(real_faces: RealFaces) -> None:
 def test_tight_headshots_are_padded_with_black_not_smeared(real_faces: RealFaces) -> None:
     """The headshots' crop squares run past the photo: that part is padding, and it is flat."""
     padded_shares = []
-    for row in read_manifest(real_faces.faces / "manifest.csv"):
-        if not row["label"].startswith("John_"):
+    for row in read_rows(real_faces.faces / "manifest.csv", FaceRow):
+        if not row.label.startswith("John_"):
             continue
-        crop = load_rgb(Path(row["path"]), 10**7)
+        crop = load_rgb(Path(row.path), 10**7)
         valid = valid_mask_of(row, crop.shape[0])
         padding = ~cv2.dilate(valid.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
         padded_shares.append(1 - valid.mean())
-        assert crop[padding].mean() < 6, row["path"]  # black up to JPEG noise, no streaks
+        assert crop[padding].mean() < 6, row.path  # black up to JPEG noise, no streaks
     assert min(padded_shares) > 0.3  # these really are the tight crops of the issue
 
 
@@ -97,16 +97,15 @@ def test_photo_match_separates_copies_from_other_photos_of_the_person(
 ) -> None:
     """Every pair of crops of one class: copies of a photo score above the threshold, other
     photos of the same person below it (measured: 0.978-1.000 vs at most 0.965)."""
-    rows = read_manifest(real_faces.faces / "manifest.csv")
-    _, _, pictures = clean.measure(rows)
+    rows = read_rows(real_faces.faces / "manifest.csv", FaceRow)
+    pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**7), r) for r in rows}
     threshold = load_params().clean.same_photo_correlation
     same = _same_photo_pairs(real_faces)
     scores: dict[bool, list[float]] = {True: [], False: []}
     for a, b in itertools.combinations(rows, 2):
-        if a["label"] != b["label"]:
+        if a.label != b.label:
             continue
-        pa, pb = pictures[a["path"]], pictures[b["path"]]
-        score = photo_match(pa.gray, pb.gray, pa.valid, pb.valid, (pa.centre, pb.centre))
+        score = pictures[a.path].match(pictures[b.path])
         key = frozenset((real_faces.raw_name(a), real_faces.raw_name(b)))
         scores[key in same].append(score)
     assert len(scores[True]) == len(same)

@@ -20,7 +20,7 @@ from pipeline.components.recipes import (
     load_recipe,
 )
 from pipeline.core.errors import UserError
-from pipeline.core.manifest import dumps
+from pipeline.core.rows import dumps
 
 RANDOM_RECIPES = ["light", "medium", "heavy"]
 

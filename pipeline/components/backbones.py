@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +34,15 @@ import torch
 from torch import nn
 
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.crops import Box, face_box_in_crop
+from pipeline.core.crops import face_box_in_crop
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_bytes, atomic_write_text
-from pipeline.core.images import ImageError, load_rgb
+from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.registry import Registry
+from pipeline.core.rows import Box, ImageRow
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Inputs are far below this; the limit only guards against a bomb slipping into a manifest.
-_MAX_PIXELS = 40_000_000
 
 Freeze = str | int | float
 
@@ -262,9 +261,7 @@ def count_trainable(model: nn.Module) -> int:
 # --- inputs -----------------------------------------------------------------------------
 
 
-def load_images(
-    rows: Sequence[Mapping[str, str]], size: int, align: Aligner | None = None
-) -> torch.Tensor:
+def load_images(rows: Sequence[ImageRow], size: int, align: Aligner | None = None) -> torch.Tensor:
     """Decode images once into an ``(N, 3, size, size)`` uint8 tensor (square resize).
 
     With ``align``, each image is first cut by it around the face its row records
@@ -273,9 +270,9 @@ def load_images(
     batch = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
     for index, row in enumerate(rows):
         try:
-            rgb = load_rgb(Path(row["path"]), _MAX_PIXELS)
+            rgb = load_rgb(Path(row.path), MAX_PIXELS)
         except ImageError as err:
-            raise UserError(f"cannot read training image {row['path']}: {err}") from None
+            raise UserError(f"cannot read training image {row.path}: {err}") from None
         if align is not None:
             rgb = align(rgb, face_box_in_crop(row, rgb.shape[0]))
         if rgb.shape[:2] != (size, size):

@@ -13,8 +13,16 @@ Measured on real crops (dlib's 5 x 11 headshots, face_recognition's photos): sam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from pipeline.components.embedders import Embeddings
+from pipeline.core.crops import face_box_in_crop, valid_mask_of
+from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
+from pipeline.core.rows import Box, FaceRow, ImageRow
 
 _HASH_SIDE = 32
 _ERODE = np.ones((5, 5), np.uint8)  # keep away from the edge between photo and padding
@@ -22,6 +30,46 @@ _MIN_SHARED = 0.15  # below this share of the crop shown by both, no verdict (0.
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
 _MIN_SCALE = 0.75  # a registration may rescale by 0.75-1.33x (detector jitter, recrops) ...
 _MAX_DRIFT = 0.25  # ... and move by a quarter of the crop from where it started
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What the likeness checks need of a crop: grey pixels, where the photo is, the face."""
+
+    gray: np.ndarray
+    valid: np.ndarray  # True where the crop shows the photo, False on padding
+    face: Box  # the face box in crop pixels
+
+    @classmethod
+    def of(cls, rgb: np.ndarray, valid: np.ndarray, face: Box) -> Picture:
+        return cls(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), valid, face)
+
+    @classmethod
+    def of_row(cls, rgb: np.ndarray, row: ImageRow) -> Picture:
+        """From a decoded crop and its manifest row (which records the geometry)."""
+        size = rgb.shape[0]
+        return cls.of(rgb, valid_mask_of(row, size), face_box_in_crop(row, size))
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.face
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+    def sharpness(self) -> float:
+        """Laplacian variance over the face, padding left out (blur is judged on the face)."""
+        x1, y1, x2, y2 = self.face
+        region = np.zeros_like(self.valid)
+        region[max(0, round(y1)) : round(y2), max(0, round(x1)) : round(x2)] = True
+        return laplacian_variance(self.gray, region & self.valid)
+
+    def hash(self) -> str:
+        return phash(self.gray, self.valid)
+
+    def match(self, other: Picture) -> float:
+        """``photo_match`` of the two crops: ~1 when they show the same photo."""
+        return photo_match(
+            self.gray, other.gray, self.valid, other.valid, (self.centre, other.centre)
+        )
 
 
 def laplacian_variance(gray: np.ndarray, region: np.ndarray | None = None) -> float:
@@ -130,3 +178,67 @@ def _match_tones(image: np.ndarray, own: np.ndarray, other: np.ndarray) -> np.nd
     source = np.percentile(own, levels) + np.arange(len(levels)) * 1e-6  # strictly rising
     target = np.percentile(other, levels)
     return np.interp(image, np.maximum.accumulate(source), target).astype(np.float32)
+
+
+class Likeness:
+    """Which pairs of crops show the same photo; pixels are read only for pairs worth it.
+
+    A pair is a *candidate* when its hashes are within ``near_hamming`` bits or, with
+    embeddings, its faces within ``duplicate_distance``; a candidate's two crops are decoded
+    (each once) and registered, and correlating at least ``same_photo`` makes them one photo.
+    """
+
+    def __init__(
+        self, near_hamming: int, duplicate_distance: float, same_photo: float,
+        vectors: Embeddings | None = None,
+    ) -> None:  # fmt: skip
+        self.near_hamming, self.duplicate_distance = near_hamming, duplicate_distance
+        self.threshold, self.vectors = same_photo, vectors
+        self._pictures: dict[str, Picture | None] = {}
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    def distance(self, a: FaceRow, b: FaceRow) -> float:
+        """Euclidean distance of the two faces' embeddings (inf without them)."""
+        va = self.vectors.get(a.sha256) if self.vectors else None
+        vb = self.vectors.get(b.sha256) if self.vectors else None
+        if va is None or vb is None:
+            return float("inf")
+        return float(np.linalg.norm(va.astype(np.float64) - vb))
+
+    def candidate(self, a: FaceRow, b: FaceRow) -> bool:
+        if hamming(a.phash, b.phash) <= self.near_hamming:
+            return True
+        return self.distance(a, b) <= self.duplicate_distance
+
+    def same_photo(self, a: FaceRow, b: FaceRow) -> bool:
+        if not self.candidate(a, b):
+            return False
+        key = (a.path, b.path) if a.path < b.path else (b.path, a.path)
+        if key not in self._verdicts:
+            first, second = self.picture(a), self.picture(b)
+            score = first.match(second) if first and second else -1.0
+            self._verdicts[key] = score >= self.threshold
+        return self._verdicts[key]
+
+    def near_duplicate(self, a: FaceRow, b: FaceRow) -> bool:
+        """The same photo, framed alike (close hashes) and, with embeddings, the same face.
+
+        A perceptual hash alone also matches different photos that merely look alike
+        (the same person in the same pose and light), hence the pixel check.
+        """
+        if hamming(a.phash, b.phash) > self.near_hamming:
+            return False
+        if self.vectors is not None and self.distance(a, b) > self.duplicate_distance:
+            return False
+        return self.same_photo(a, b)
+
+    def picture(self, row: FaceRow) -> Picture | None:
+        """The row's crop, decoded once; None when it cannot be read (never the same photo)."""
+        if row.path not in self._pictures:
+            try:
+                rgb = load_rgb(Path(row.path), MAX_PIXELS)
+            except ImageError:
+                self._pictures[row.path] = None
+            else:
+                self._pictures[row.path] = Picture.of_row(rgb, row)
+        return self._pictures[row.path]

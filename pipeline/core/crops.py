@@ -15,14 +15,12 @@ to be centred, covering ``1 / (1 + 2 * margin)`` of the crop, and every pixel va
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from pipeline.core.rows import Box, FaceRow, ImageRow
 
 DEFAULT_FACE_FRACTION = 1 / 1.4  # a centred face with detect's default margin 0.2
 
@@ -60,35 +58,33 @@ class CropGeometry:
         width, height = self.source_size
         return (src_x >= -0.5) & (src_x <= width - 0.5) & (src_y >= -0.5) & (src_y <= height - 0.5)
 
-    def cells(self) -> dict[str, str]:
-        """Manifest cells: ``crop_matrix`` and ``source_size`` (compact JSON)."""
-        matrix = [[round(float(v), 6) for v in row] for row in self.matrix]
-        return {
-            "crop_matrix": json.dumps(matrix, separators=(",", ":")),
-            "source_size": json.dumps(list(self.source_size), separators=(",", ":")),
-        }
+    def cells(self) -> dict[str, object]:
+        """The row fields that record it: ``crop_matrix`` and ``source_size``."""
+        matrix = tuple(tuple(round(float(v), 6) for v in row) for row in self.matrix)
+        return {"crop_matrix": matrix, "source_size": tuple(self.source_size)}
 
 
-def geometry_from_row(row: Mapping[str, str], size: int) -> CropGeometry | None:
+def geometry_from_row(row: FaceRow, size: int) -> CropGeometry | None:
     """The crop's geometry from its manifest row; None for rows that do not record it."""
-    if not row.get("crop_matrix") or not row.get("source_size"):
+    matrix, source_size = getattr(row, "crop_matrix", None), getattr(row, "source_size", None)
+    if not matrix or not source_size:
         return None
-    matrix = np.asarray(json.loads(row["crop_matrix"]), dtype=np.float64).reshape(2, 3)
-    width, height = json.loads(row["source_size"])
-    return CropGeometry(matrix, (int(width), int(height)), size)
+    width, height = source_size
+    return CropGeometry(np.asarray(matrix, dtype=np.float64).reshape(2, 3), (width, height), size)
 
 
-def face_box_in_crop(row: Mapping[str, str], size: int) -> Box:
+def face_box_in_crop(row: ImageRow, size: int) -> Box:
     """Where the face is in a crop of ``size`` pixels, from its row (centred if unknown)."""
-    geometry = geometry_from_row(row, size)
-    if geometry is not None and row.get("box"):
-        return geometry.face_box(tuple(json.loads(row["box"])))  # type: ignore[arg-type]
+    geometry = geometry_from_row(row, size)  # type: ignore[arg-type]
+    box = getattr(row, "box", None)
+    if geometry is not None and box:
+        return geometry.face_box(box)
     return centred_box(size, DEFAULT_FACE_FRACTION)
 
 
-def valid_mask_of(row: Mapping[str, str], size: int) -> np.ndarray:
+def valid_mask_of(row: ImageRow, size: int) -> np.ndarray:
     """Which pixels of the row's crop show the photo (all of them when not recorded)."""
-    geometry = geometry_from_row(row, size)
+    geometry = geometry_from_row(row, size)  # type: ignore[arg-type]
     return np.ones((size, size), dtype=bool) if geometry is None else geometry.valid_mask()
 
 

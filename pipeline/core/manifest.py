@@ -1,33 +1,40 @@
 """The contract between stages: CSV manifests, one row per image.
 
-Paths are POSIX and relative to the working directory (the repo root under DVC).
-Columns grow along the pipeline; ``COLUMN_ORDER`` keeps files readable and diffs
-stable. A rejects manifest holds the input row plus ``reason`` (machine-readable)
-and ``detail`` (for a person).
+Paths are POSIX and relative to the working directory (the repo root under DVC). Stages read
+and write typed rows (``pipeline.core.rows``: one class per stage's row, parsed once):
+``read_rows`` / ``write_rows``. ``read_manifest`` / ``write_manifest`` are the plain CSV
+underneath, cells as strings, for tools that take any manifest (the contact sheets) and for
+tests. A rejects manifest holds each input row plus ``stage``, ``reason`` (a ``Reason``) and
+``detail`` (for a person).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from pipeline.core.files import atomic_write_text, sha256_file
+from pipeline.core.rows import (
+    REJECT_COLUMNS,
+    AugmentedRow,
+    ImageRow,
+    Reason,
+    Rejected,
+    column_order,
+    columns_of,
+    format_row,
+    parse_row,
+)
 
-Row = dict[str, str]
+Row = dict[str, str]  # a CSV row as written: column -> cell
+R = TypeVar("R", bound=ImageRow)
 
-COLUMN_ORDER = [
-    "path", "label", "source", "sha256", "source_sha256",
-    "box", "landmarks", "prob", "face_px", "face_index",
-    "crop_matrix", "source_size", "face_outside", "other_faces",
-    "blur", "phash", "group",
-    "split", "kind", "parent", "recipe", "variant", "params", "seed",
-    "stage", "reason", "detail",
-]  # fmt: skip
+# Every column the pipeline writes, in the order the row classes declare them.
+COLUMN_ORDER = [*columns_of(AugmentedRow), *REJECT_COLUMNS]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -63,17 +70,35 @@ def read_manifest(path: Path) -> list[Row]:
         return list(csv.DictReader(handle))
 
 
-def by_label(rows: Iterable[Row]) -> dict[str, list[Row]]:
+def read_rows(path: Path, cls: type[R]) -> list[R]:
+    """A manifest's rows as ``cls``, every cell parsed once."""
+    return [parse_row(cls, cells) for cells in read_manifest(path)]  # type: ignore[misc]
+
+
+def write_rows(
+    path: Path, rows: Sequence[ImageRow | Rejected], header: type[ImageRow] | None = None
+) -> None:
+    """Write typed rows atomically; ``header`` gives an empty manifest its columns."""
+    columns = column_order(rows, header)
+    write_manifest(path, [format_row(row) for row in rows], columns)
+
+
+def by_label(rows: Iterable[R]) -> dict[str, list[R]]:
     """Rows grouped by class, classes in sorted order, rows in input order."""
-    groups: dict[str, list[Row]] = {}
+    groups: dict[str, list[R]] = {}
     for row in rows:
-        groups.setdefault(row["label"], []).append(row)
+        groups.setdefault(row.label, []).append(row)
     return dict(sorted(groups.items()))
 
 
-def reject(row: Row, stage: str, reason: str, detail: str) -> Row:
-    """A rejects-manifest row: the input row plus why it stops here."""
-    return {**row, "stage": stage, "reason": reason, "detail": detail}
+def reject(
+    row: ImageRow, stage: str, reason: Reason | str, detail: str, other: ImageRow | None = None
+) -> Rejected:
+    """A rejects-manifest row: the input row plus why it stops here (and the other image)."""
+    return Rejected(
+        row=row, stage=stage, reason=Reason(reason), detail=detail,
+        conflict_with=other.path if other else "", conflict_label=other.label if other else "",
+    )  # fmt: skip
 
 
 def to_posix(path: Path) -> str:
@@ -88,11 +113,6 @@ def to_posix(path: Path) -> str:
         return absolute.as_posix()
 
 
-def dumps(value: Any) -> str:
-    """Compact, key-sorted JSON for manifest cells (stable across runs)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def ensure_inside(path: Path, root: Path) -> Path:
     """Resolve ``path`` (symlinks too) and refuse it when it leaves ``root``."""
     resolved = path.resolve()
@@ -101,7 +121,7 @@ def ensure_inside(path: Path, root: Path) -> Path:
     return resolved
 
 
-def scan_image_folder(root: Path) -> tuple[list[Row], list[Row]]:
+def scan_image_folder(root: Path) -> tuple[list[ImageRow], list[Rejected]]:
     """Every file under an ImageFolder ``root/<class>/...``: (rows, rejects).
 
     Nothing is skipped silently: files outside a class folder, symlinks that leave
@@ -110,27 +130,27 @@ def scan_image_folder(root: Path) -> tuple[list[Row], list[Row]]:
     """
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; expected {root}/<class>/<image files>")
-    rows: list[Row] = []
-    rejects: list[Row] = []
+    rows: list[ImageRow] = []
+    rejects: list[Rejected] = []
     for file in _walk_files(root):
         rel = file.relative_to(root)
-        base = {"path": to_posix(file), "label": rel.parts[0] if len(rel.parts) > 1 else ""}
-        base["source"] = base["path"]
+        path = to_posix(file)
+        row = ImageRow(path=path, label=rel.parts[0] if len(rel.parts) > 1 else "", source=path)
         try:
             ensure_inside(file, root)
         except PathOutsideRootError as err:
-            rejects.append(reject(base, "scan", "outside_root", str(err)))
+            rejects.append(reject(row, "scan", Reason.OUTSIDE_ROOT, str(err)))
             continue
-        if not base["label"]:
+        if not row.label:
             detail = "files must sit in a class folder: root/<class>/<file>"
-            rejects.append(reject(base, "scan", "no_class", detail))
+            rejects.append(reject(row, "scan", Reason.NO_CLASS, detail))
             continue
         try:
-            base["sha256"] = sha256_file(file)
+            row.sha256 = sha256_file(file)
         except OSError as err:
-            rejects.append(reject(base, "scan", "unreadable", f"cannot read: {err}"))
+            rejects.append(reject(row, "scan", Reason.UNREADABLE, f"cannot read: {err}"))
             continue
-        rows.append(base)
+        rows.append(row)
     return rows, rejects
 
 

@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from pipeline.core.progress import Progress
@@ -29,35 +30,49 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_STATE: dict[str, Any] = {}  # this process's state, built once by the map's ``setup``
+
+
 def parallel_map(
-    fn: Callable[[T], R],
+    fn: Callable[..., R],
     items: Sequence[T],
     workers: int = 0,
     desc: str = "",
-    initializer: Callable[..., Any] | None = None,
-    initargs: tuple[Any, ...] = (),
+    setup: Callable[[], Any] | None = None,
     chunksize: int | None = None,
     unit: str = "images",
     weight: Callable[[T], int] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(item)`` for each item, in order; in-process when one worker suffices.
 
+    With ``setup``, each process builds its state once (a model, a recipe) and every call
+    is ``fn(state, item)``: the one way a stage keeps per-process state. ``setup`` and
+    ``fn`` must be module-level callables (or partials of them) to reach worker processes.
     Progress counts ``unit``s: each item is ``weight(item)`` of them (1 by default), so a
     batch of 32 crops counts 32 crops, not one batch.
     """
     workers = min(resolve_workers(workers), max(1, len(items)))
     sizes = [weight(item) if weight else 1 for item in items]
+    call = fn if setup is None else partial(_with_state, fn)
     with Progress(sum(sizes), desc, unit) as progress:
         if workers == 1:
-            if initializer is not None:
-                initializer(*initargs)
+            _build_state(setup)
             for item, size in zip(items, sizes, strict=True):
-                yield fn(item)
+                yield call(item)
                 progress.update(size)
             return
         chunksize = chunksize or max(1, min(32, len(items) // (workers * 8)))
         context = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ProcessPoolExecutor(workers, context, initializer, initargs) as pool:
-            for result, size in zip(pool.map(fn, items, chunksize=chunksize), sizes, strict=True):
+        with ProcessPoolExecutor(workers, context, _build_state, (setup,)) as pool:
+            for result, size in zip(pool.map(call, items, chunksize=chunksize), sizes, strict=True):
                 yield result
                 progress.update(size)
+
+
+def _build_state(setup: Callable[[], Any] | None) -> None:
+    if setup is not None:
+        _STATE["state"] = setup()
+
+
+def _with_state(fn: Callable[..., R], item: Any) -> R:
+    return fn(_STATE["state"], item)

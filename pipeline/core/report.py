@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.files import atomic_write_text
-from pipeline.core.manifest import Row
+from pipeline.core.rows import Rejected
 
 RUNTIME_DIR = "runtime"  # beside the reports: reports/runtime/<stage>.json, git-ignored
 
@@ -40,10 +41,10 @@ class StageReport:
 
     @classmethod
     def from_rows(
-        cls, stage: str, n_in: int, kept: list[Row], rejects: list[Row],
+        cls, stage: str, n_in: int, kept: Sequence[object], rejects: Sequence[Rejected],
         runtime: dict[str, Any] | None = None, **extra: Any,
     ) -> StageReport:  # fmt: skip
-        reasons = Counter(r["reason"] for r in rejects)
+        reasons = Counter(str(r.reason) for r in rejects)
         return cls(stage, n_in, len(kept), reasons, dict(extra), dict(runtime or {}))
 
     @property
