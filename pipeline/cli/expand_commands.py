@@ -1,0 +1,114 @@
+"""`prep generate` and `prep augment`: more training images from the few there are.
+
+generate makes expression variants that keep the person (checked by embedding distance);
+augment expands every training image, and generate's variants, with classic transforms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.cli import options as opt
+from pipeline.cli.running import finish, refuse_dvc_outputs, stage_params, user_errors
+
+DEFAULT_AUG = Path("data/augmented")
+GENERATE = opt.Section("generate")
+AUGMENT = opt.Section("augment")
+
+
+@user_errors
+def generate(
+    split_manifest: opt.argument(Path, "Manifest whose train rows get variants") = Path(
+        "data/split/manifest.csv"
+    ),
+    out: opt.option(Path, "Variants + manifest.csv + rejects.csv") = Path("data/generated"),
+    enabled: GENERATE.flag(bool, "enabled", "Run the stage", "--enable/--disable") = None,
+    backend: GENERATE.flag(str, "backend", "warp / stargan / instruct-pix2pix / img2img") = None,
+    expressions: GENERATE.flag(str, "expressions", "Comma-separated, e.g. smile,frown") = None,
+    variants: GENERATE.flag(int, "variants_per_image", "Variants per training image") = None,
+    threshold: GENERATE.flag(float, "identity_threshold", "Identity distance limit") = None,
+    model: GENERATE.flag(str, "model", "Diffusion: hub id or local folder") = None,
+    checkpoint: GENERATE.flag(str, "checkpoint", "StarGAN generator checkpoint") = None,
+    device: GENERATE.device() = None,
+    seed: opt.SeedOpt = None,
+    report: opt.ReportOpt = Path("reports/generate.json"),
+    params: opt.ParamsOpt = None,
+    set_: opt.set_option("variants_per_image=2") = None,
+) -> None:
+    """Make expression variants of each training image; keep the same person.
+
+    Backends (`prep list generators`; their params are in the table below):
+
+    - **warp**: dlib's 68 landmarks moved, thin-plate-spline warp; CPU, no model
+      (warp_strength, warp_jitter, workers)
+    - **stargan**: the StarGAN generator from a checkpoint file, e.g. RaFD's
+      (checkpoint, stargan_domains, stargan_size)
+    - **instruct-pix2pix**: diffusers' InstructPix2Pix, an instruction per expression
+      (model, instructions, steps, guidance_scale, image_guidance_scale)
+    - **img2img**: diffusers' image-to-image (SDEdit), a prompt per expression
+      (model, prompt, phrases, strength, steps, guidance_scale)
+
+    Diffusion: dtype, batch_size, diffusion_size, attention_slicing, vae_tiling,
+    cpu_offload. Several GPUs: `accelerate launch --multi_gpu --num_processes N -m
+    pipeline.cli generate ...` (or torchrun).
+
+    Each variant is embedded and kept only below identity_threshold; the others go to
+    rejects.csv as identity_lost, with the distance. Disabled (the default), it writes
+    an empty manifest.
+    """
+
+    from stages import generate as stage
+
+    refuse_dvc_outputs(out, report)
+    listed = [e.strip() for e in expressions.split(",") if e.strip()] if expressions else None
+    p = stage_params(
+        "generate", params, set_, enabled=enabled, backend=backend, expressions=listed,
+        variants_per_image=variants, identity_threshold=threshold, model=model,
+        checkpoint=checkpoint, device=device, seed=seed,
+    )  # fmt: skip
+    finish(stage.run(p.generate, p.seed, split_manifest, out), report)
+
+
+@user_errors
+def augment(
+    source: opt.argument(
+        Path, "A manifest (train rows are used) or any ImageFolder, e.g. data/raw"
+    ) = Path("data/split/manifest.csv"),
+    out: opt.option(
+        Path | None,
+        "Output ImageFolder + manifest.csv (default: data/augmented for a manifest, "
+        "<folder>_augmented beside an ImageFolder)",
+    ) = None,
+    factor: AUGMENT.flag(int, "factor", "Images per source, original included") = None,
+    recipe: AUGMENT.flag(str, "recipe", "`prep list recipes` or an albumentations YAML") = None,
+    keep_original: opt.option(
+        bool | None, "Variant 0 = source", "--keep-original/--no-keep-original"
+    ) = None,
+    workers: AUGMENT.flag(int, "workers", "Processes; 0 = one per core") = None,
+    seed: opt.SeedOpt = None,
+    generated: opt.option(Path | None, "Manifest of generated variants to expand too") = None,
+    dry_run: opt.option(bool, "Plan and count, write nothing") = False,
+    report: opt.ReportOpt = None,
+    params: opt.ParamsOpt = None,
+    set_: opt.set_option("factor=4") = None,
+) -> None:
+    """Expand each training image N times with classic transforms (albumentations).
+
+    Outputs are byte-identical for any worker count: each output's seed comes from
+    (seed, source sha256, variant index), and its applied parameters are stored
+    in the manifest's `params` column. `prep augment --factor 8 data/raw` works on any
+    ImageFolder, without DVC, and writes data/raw_augmented/.
+    """
+    from stages import augment as stage
+
+    if out is None:  # an ImageFolder is a standalone run: never into the pipeline's folder
+        folder = source.suffix.lower() != ".csv"
+        out = source.with_name(f"{source.name}_augmented") if folder else DEFAULT_AUG
+    if not dry_run:
+        refuse_dvc_outputs(out, report)
+    p = stage_params(
+        "augment", params, set_, factor=factor, recipe=recipe, keep_original=keep_original,
+        workers=workers, seed=seed,
+    )  # fmt: skip
+    result = stage.run(p.augment, p.seed, source, out, generated=generated, dry_run=dry_run)
+    finish(result, None if dry_run else report)

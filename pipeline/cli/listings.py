@@ -1,0 +1,78 @@
+"""`prep list`, `params`, `backbones`: what there is to choose from, and what is chosen.
+
+Registries are imported only when listed, so that ``prep --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import typer
+
+from pipeline.cli import options as opt
+from pipeline.cli.running import user_errors
+from pipeline.core.config import load_params
+from pipeline.core.errors import UserError
+
+REGISTRIES = {  # kind -> (module, registry)
+    "recipes": ("pipeline.components.recipes", "RECIPES"),
+    "detectors": ("pipeline.components.detectors", "DETECTORS"),
+    "backbones": ("pipeline.components.backbones", "BACKBONES"),
+    "generators": ("pipeline.components.generators", "GENERATORS"),
+    "embedders": ("pipeline.components.embedders", "EMBEDDERS"),
+}
+WEIGHTS_MEANING = {  # backbones.weights_status -> the "weights here" column
+    "bundled": "yes (in a package)",
+    "cached": "yes (cached)",
+    "none": "n/a (scratch)",
+    "download": "no: downloads online, or set train.weights",
+    "missing": "no",
+}
+
+
+@user_errors
+def list_components(
+    kind: opt.argument(str, "recipes | detectors | backbones | generators | embedders") = "recipes",
+) -> None:
+    """List registered components by name, with one line of help each."""
+    if kind not in REGISTRIES:
+        raise UserError(f"unknown kind {kind!r}; choose from {', '.join(REGISTRIES)}")
+    for entry in _registry(kind).entries():
+        typer.echo(f"{entry.name:<20} {entry.help}")
+
+
+def _registry(kind: str) -> Any:
+    module, name = REGISTRIES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+@user_errors
+def show_params(params: opt.ParamsOpt = None, set_: opt.SetOpt = None) -> None:
+    """Print the effective parameters (defaults, params.yaml, then --set section.key=value)."""
+    p = load_params(params, set_ or [])
+    typer.echo(json.dumps(p.model_dump(mode="json"), indent=2))
+
+
+@user_errors
+def list_backbones(
+    layers: opt.option(
+        str | None, "Print this backbone's numbered layers (what freeze counts)"
+    ) = None,
+) -> None:
+    """List backbones: whether their weights are available here, input size, layer count."""
+    from pipeline.components.backbones import BACKBONES, get_backbone, layer_names, weights_status
+
+    if layers:
+        for index, (name, kind) in enumerate(layer_names(get_backbone(layers))):
+            typer.echo(f"{index:>4}  {kind:<24} {name}")
+        return
+    typer.echo(f"{'name':<20} {'size':>4} {'layers':>6}  {'weights here':<42} about")
+    for entry in BACKBONES.entries():
+        backbone = get_backbone(entry.name)
+        status = WEIGHTS_MEANING[weights_status(backbone)]
+        n_layers = len(layer_names(backbone))
+        typer.echo(
+            f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} {entry.help}"
+        )

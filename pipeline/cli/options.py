@@ -1,0 +1,90 @@
+"""The options the commands share, and help text that quotes params.yaml.
+
+A typed flag overrides one params.yaml key; its help ends with that key's default, and a
+stage command's epilog lists its whole section, so ``--help`` never disagrees with the file.
+Option types are ``Annotated`` aliases, or functions that build one, so that a command
+declares an option in one line: ``out: opt.option(Path, "help") = Path("data/x")``, or a
+flag for a params key: ``min_prob: DETECT.flag(float, "min_prob", "help") = None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.core.config import default_of, params_doc
+
+DEVICES = "auto | cpu | cuda | cuda:N | mps"
+
+
+def argument(kind: Any, text: str) -> Any:
+    """A positional argument of type ``kind`` (its default is the parameter's)."""
+    return Annotated[kind, typer.Argument(help=text)]
+
+
+def option(kind: Any, text: str, *decls: str) -> Any:
+    """An option of type ``kind``; ``decls`` name it where the parameter's name would not."""
+    return Annotated[kind, typer.Option(*decls, help=text)]
+
+
+ParamsOpt = option(
+    Path | None, "params.yaml to use (default: ./params.yaml over the defaults)", "--params"
+)
+
+
+def set_option(example: str) -> Any:
+    """``--set/-s``, with an example from the stage's own params section."""
+    text = f"Override a param (repeatable): -s {example}, or -s section.key=value"
+    return option(list[str] | None, text, "--set", "-s")
+
+
+SetOpt = set_option("seed=1")
+ReportOpt = option(
+    Path | None,
+    "Where to write the stage summary JSON (a DVC metric); run times and speed go to "
+    "runtime/ beside it",
+)
+
+
+def flag_help(section: str, key: str, text: str) -> str:
+    """A typed flag's help, ending with its default as params.yaml sets it."""
+    default = default_of(section, key)
+    return f"{text} [params.yaml: {default}]" if default else text
+
+
+@dataclass(frozen=True)
+class Section:
+    """The typed flags of one params.yaml section (``""``: the top-level keys, e.g. seed)."""
+
+    name: str
+
+    def flag(self, kind: type, key: str, text: str, *decls: str) -> Any:
+        """A flag for ``key`` (unset: params.yaml decides), its default at the end of its help."""
+        return option(kind | None, flag_help(self.name, key, text), *decls)
+
+    def device(self) -> Any:
+        """``--device`` of a stage that runs a network."""
+        return self.flag(str, "device", DEVICES)
+
+
+SeedOpt = Section("").flag(int, "seed", "Seed")
+
+
+def params_epilog(section: str) -> str:
+    """Every key of the stage's params section, its default and params.yaml's comment."""
+    rows = "\n".join(
+        f"| {k.key} | {_cell(k.default) or '(a mapping)'} | {_cell(k.comment)} |"
+        for k in params_doc().get(section, [])
+    )
+    return (
+        f"**params.yaml `{section}`**, each one overridable here with `-s key=value` "
+        f"(or under DVC with `dvc exp run -S {section}.key=value`):\n\n"
+        f"| key | default | what it does |\n|---|---|---|\n{rows}"
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("`", "")

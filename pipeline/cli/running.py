@@ -1,0 +1,99 @@
+"""What every command does around its stage: params in, errors out, DVC's files left alone.
+
+A command reads its params with ``stage_params``, refuses to write over what DVC owns with
+``refuse_dvc_outputs``, runs the stage and hands its report to ``finish``; ``user_errors``
+turns the errors a user can fix into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+import yaml
+
+from pipeline.core.config import Params, load_params, parse_overrides
+from pipeline.core.errors import UserError
+from pipeline.core.registry import UnknownNameError
+from pipeline.core.report import StageReport
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Print user-fixable errors as one line on stderr and exit 2, instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (UserError, UnknownNameError, FileNotFoundError) as err:
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stage_params(
+    section: str, params_file: Path | None, sets: list[str] | None, **flags: Any
+) -> Params:
+    """params.yaml, then ``--set`` (scoped to ``section`` unless dotted), then typed flags."""
+    overrides = parse_overrides([_scoped(section, item) for item in sets or []])
+    for name, value in flags.items():
+        if value is not None:
+            overrides["seed" if name == "seed" else f"{section}.{name}"] = value
+    return load_params(params_file, overrides)
+
+
+def _scoped(section: str, item: str) -> str:
+    key = item.partition("=")[0]
+    return item if "." in key or key == "seed" else f"{section}.{item}"
+
+
+def refuse_dvc_outputs(*paths: Path | None) -> None:
+    """Outside ``dvc repro``, never write into what a stage of ./dvc.yaml owns.
+
+    Written by hand, a DVC output makes ``dvc status`` report its stage (and everything
+    after it) as changed and ``dvc checkout`` need --force. DVC sets DVC_STAGE for the
+    commands it runs, so those pass.
+    """
+    if os.environ.get("DVC_STAGE") or not Path("dvc.yaml").is_file():
+        return
+    owned = dvc_outputs(Path("dvc.yaml"))
+    for path in (p for p in paths if p is not None):
+        target = path.resolve()
+        for out, stage in owned.items():
+            if target == out or out in target.parents:
+                raise UserError(
+                    f"{path} is an output of the DVC stage {stage!r} (dvc.yaml): written by hand, "
+                    f"DVC would see {stage!r} and the stages after it as changed. Run "
+                    f"`dvc repro {stage}` (or `dvc exp run -S {stage}.<key>=<value>` to try a "
+                    "setting), or write elsewhere with --out / --report"
+                )
+
+
+def dvc_outputs(dvc_yaml: Path) -> dict[Path, str]:
+    """Every output path declared in a dvc.yaml (resolved), with the stage that writes it."""
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return {}
+    owned: dict[Path, str] = {}
+    for name, stage in stages.items():
+        for entry in stage.get("outs", []) if isinstance(stage, dict) else []:
+            path = entry if isinstance(entry, str) else next(iter(entry))
+            owned[(dvc_yaml.parent / path).resolve()] = name
+    return owned
+
+
+def finish(report: StageReport, report_path: Path | None, runtime: Path | None = None) -> None:
+    """Write the metrics (and runtime figures beside them, or to ``runtime``); print both."""
+    if report_path is not None:
+        report.write(report_path, runtime)
+    elif runtime is not None:
+        report.write_runtime(runtime)
+    typer.echo(report.summary())
