@@ -44,8 +44,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from demo import sample_data
 from pipeline.components.detectors import Face, MtcnnDetector, torch_threads
-from pipeline.core.config import load_params
 from pipeline.core.images import ImageError, load_rgb
+from pipeline.core.params import load_params
 from stages import detect
 
 OUT = Path(__file__).resolve().parent / "out"

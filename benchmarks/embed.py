@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo.sample_data import LATENT, render_face
 from pipeline.components.embedders import DlibEmbedder
-from pipeline.core.config import load_params
 from pipeline.core.files import sha256_bytes
 from pipeline.core.images import encode_jpeg
 from pipeline.core.manifest import write_manifest
+from pipeline.core.params import load_params
 from stages import embed
 
 OUT = Path(__file__).resolve().parent / "out"

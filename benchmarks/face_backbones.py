@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from demo.real_faces import write_real_faces  # noqa: E402
 from pipeline.components.detectors import torch_threads  # noqa: E402
-from pipeline.core.config import Params, load_params  # noqa: E402
+from pipeline.core.config import Params  # noqa: E402
+from pipeline.core.params import load_params  # noqa: E402
 from stages import augment, baseline, clean, detect, embed, evaluate, sample_data, split, train  # noqa: E402
 
 BACKBONES = ("dlib_resnet", "efficientnet_lite0")

@@ -35,14 +35,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.components import warp
-from pipeline.components.generators import Job
+from pipeline.components import landmarks as face_landmarks
+from pipeline.components.generators import Job, warp
 from pipeline.components.generators.warp import WarpGenerator
-from pipeline.core.config import load_params
 from pipeline.core.files import sha256_file
 from pipeline.core.images import decode_rgb, encode_jpeg
 from pipeline.core.manifest import write_manifest
+from pipeline.core.params import load_params
 from stages import generate
+
+EMBED = load_params().embed  # the identity gate embeds as clean does
+
 
 OUT = Path(__file__).resolve().parent / "out"
 EXPRESSIONS = ["smile", "frown", "surprise"]
@@ -53,7 +56,7 @@ def crops(n: int, size: int = 160) -> list[np.ndarray]:
     from skimage import data
 
     rgb = data.astronaut()
-    points, _ = warp.find_landmarks(rgb)
+    points, _ = face_landmarks.find_landmarks(rgb)
     (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
     side = max(x1 - x0, y1 - y0) * 1.4
     out = []
@@ -90,7 +93,7 @@ def piecewise_affine(images: list[np.ndarray], k: int) -> int:
     from skimage.transform import warp as sk_warp
 
     for img in images:
-        points, _ = warp.find_landmarks(img)
+        points, _ = face_landmarks.find_landmarks(img)
         h, w = img.shape[:2]
         border = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=float)
         for e in EXPRESSIONS[:k]:
@@ -104,7 +107,7 @@ def piecewise_affine(images: list[np.ndarray], k: int) -> int:
 
 def tps(images: list[np.ndarray], k: int) -> int:
     for img in images:
-        points, _ = warp.find_landmarks(img)
+        points, _ = face_landmarks.find_landmarks(img)
         for e in EXPRESSIONS[:k]:
             warp.warp_expression(img, e, 1.0, points)
     return len(images) * k
@@ -132,11 +135,11 @@ def stage_rate(images: list[np.ndarray], k: int, workers: int) -> float:
                 rows.append({"path": path.as_posix(), "label": "a", "split": "train",
                              "sha256": sha256_file(path)})  # fmt: skip
             write_manifest(Path("split.csv"), rows)
-            overrides = {"generate.enabled": True, "generate.workers": workers,
+            overrides = {"generate.enabled": True, "generate.backends.warp.workers": workers,
                          "generate.variants_per_image": k}  # fmt: skip
             params = load_params(overrides=overrides).generate
             start = time.perf_counter()
-            generate.run(params, 0, Path("split.csv"), Path("gen"))
+            generate.run(params, EMBED, 0, Path("split.csv"), Path("gen"))
             return len(images) * k / (time.perf_counter() - start)
         finally:
             os.chdir(cwd)
@@ -144,7 +147,7 @@ def stage_rate(images: list[np.ndarray], k: int, workers: int) -> float:
 
 def warp_section(n_sources: int, k: int, skip_stage: bool) -> dict[str, Any]:
     images = crops(n_sources)
-    warp.find_landmarks(images[0])  # load dlib's models outside the timings
+    face_landmarks.find_landmarks(images[0])  # load dlib's models outside the timings
     results: dict[str, Any] = {"sources": n_sources, "variants_per_image": k, "size": 160}
     results["floor_decode_encode_per_s"] = round(rate(lambda: floor(images, k)), 1)
     results["tps_warp_per_s"] = round(rate(lambda: tps(images, k)), 1)

@@ -30,11 +30,13 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.components import training
 from pipeline.components.backbones import get_backbone
-from pipeline.core.config import TrainParams, load_params
+from pipeline.core.config import TrainParams
 from pipeline.core.files import sha256_file
 from pipeline.core.images import encode_jpeg
 from pipeline.core.manifest import write_manifest
+from pipeline.core.params import load_params
 from stages import train
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -75,7 +77,7 @@ def plain_loop_seconds(p: TrainParams, folder: Path, n_classes: int, workers: in
     ])  # fmt: skip
     loader = DataLoader(datasets.ImageFolder(str(folder), tf), batch_size=p.batch_size,
                         shuffle=True, num_workers=workers)  # fmt: skip
-    optimizer = train.make_optimizer([q for q in model.parameters() if q.requires_grad], p)
+    optimizer = training.make_optimizer([q for q in model.parameters() if q.requires_grad], p)
     model.train()
     for _ in range(p.epochs):
         for images, labels in loader:

@@ -21,7 +21,7 @@ from demo.synthetic_faces import (
     sensor_noise,
     vary_face,
 )
-from pipeline.components.detectors import DETECTORS, Face, FaceDetector
+from pipeline.components.detectors import Face, FaceDetector, MtcnnDetector
 from pipeline.core.config import SampleDataParams
 from pipeline.core.images import decode_rgb, encode_jpeg
 from pipeline.core.seeds import derive_seed
@@ -44,11 +44,10 @@ class PhotoMaker:
         self.params = params
         self.seed = seed
         self.sizes = photo_sizes(*params.photo_size)
-        make = DETECTORS.get("mtcnn")
         # min_face_size 40 is the pipeline's default min_face_px and twice as fast as 20;
         # the fine detector (20, as in the pipeline) checks tiny faces and empty photos.
-        self.coarse: FaceDetector = make(device="cpu", max_side=4096, min_face_size=40)
-        self.fine: FaceDetector = make(device="cpu", max_side=4096, min_face_size=20)
+        self.coarse: FaceDetector = MtcnnDetector("cpu", max_side=4096, min_face_size=40)
+        self.fine: FaceDetector = MtcnnDetector("cpu", max_side=4096, min_face_size=20)
         self.identities = [self._identity(c) for c in range(params.classes)]
 
     def _identity(self, c: int) -> np.ndarray:

@@ -27,7 +27,6 @@ from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_ang
 from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
-from pipeline.core.devices import resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.files import (
     prepare_output_dir,
@@ -65,10 +64,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     prepare_output_dir(out_dir)
     rows, rejects = scan_image_folder(raw_dir)
     n_files = len(rows) + len(rejects)
-    device = resolve_device(params.device)
-    detector = DETECTORS.get(params.detector)(
-        device=device, max_side=params.max_side, min_prob=params.presence_prob
-    )
+    detector = DETECTORS.get(params.detector)(params)
     writer = CropWriter(params, out_dir)
     started = time.perf_counter()
     with Progress(len(rows), "detect", "photos") as bar:
@@ -85,7 +81,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
         STAGE, n_files, kept, rejects,
         photos_kept=len({r.source for r in kept}),
         runtime={"seconds": round(seconds, 2), "photos_per_second": round(len(rows) / seconds, 2),
-                 "faces_per_second": round(len(kept) / seconds, 2), "device": str(device)},
+                 "faces_per_second": round(len(kept) / seconds, 2), "device": str(detector.device)},
     )  # fmt: skip
 
 

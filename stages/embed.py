@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.components.embedders import (
-    EMBEDDERS,
     Embedder,
     Embeddings,
+    build_embedder,
     load_embeddings,
     save_embeddings,
 )
@@ -37,15 +37,6 @@ from pipeline.core.report import StageReport
 from pipeline.core.rows import FaceRow, Reason
 
 STAGE = "embed"
-
-
-def build_embedder(params: EmbedParams) -> Embedder:
-    """The configured embedder (``prep list embedders``)."""
-    factory = EMBEDDERS.get(params.embedder)
-    return factory(
-        num_jitters=params.num_jitters, face_fraction=params.face_fraction,
-        weights=params.weights, device=params.device, batch_size=params.batch_size,
-    )  # fmt: skip
 
 
 def run(

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.components.backbones import Aligner, Normalize, load_images, load_model
+from pipeline.components.backbones import Aligner
+from pipeline.components.classifier import Normalize, load_images, load_model
 from pipeline.core.config import EvaluateParams
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import StageError

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.components.generators.shard import Shard, launched_shard
-from pipeline.core.config import GenerateParams
+from pipeline.core.config import EmbedParams, GenerateParams
 from pipeline.core.crops import face_box_in_crop
 from pipeline.core.files import prepare_output_dir, remove_unlisted_files, write_listed_file
 from pipeline.core.files import sha256_bytes as sha256_of
@@ -62,8 +62,13 @@ class Outcome:
     rejected: list[Rejected]
 
 
-def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) -> StageReport:
-    """Read split's train rows, write variants, ``manifest.csv``, ``rejects.csv``."""
+def run(
+    params: GenerateParams, embed: EmbedParams, seed: int, split_manifest: Path, out_dir: Path
+) -> StageReport:
+    """Read split's train rows, write variants, ``manifest.csv``, ``rejects.csv``.
+
+    ``embed`` configures the identity gate's embedder: the one clean used.
+    """
     if params.enabled:
         _backend(params)  # an unknown name fails before anything is read or written
     rows = train_rows(read_rows(split_manifest, SplitRow))
@@ -73,7 +78,7 @@ def run(params: GenerateParams, seed: int, split_manifest: Path, out_dir: Path) 
             prepare_output_dir(out_dir)
         shard.barrier()  # no process writes before the folder is ready
         started = time.perf_counter()
-        outcomes = shard.gather(_generate(plan, params, shard)) if plan else []
+        outcomes = shard.gather(_generate(plan, params, embed, shard)) if plan else []
         elapsed = time.perf_counter() - started
         kept = [row for _, o in sorted(outcomes, key=_index) for row in o.kept]
         rejects = [row for _, o in sorted(outcomes, key=_index) for row in o.rejected]
@@ -116,29 +121,31 @@ class Worker:
     quality: int
 
 
-def build_worker(params: GenerateParams) -> Worker:
+def build_worker(params: GenerateParams, embed: EmbedParams) -> Worker:
+    from pipeline.components.embedders import build_embedder
     from pipeline.components.generators import GENERATORS
-    from pipeline.components.generators.gate import IdentityGate, load_embedder
+    from pipeline.components.generators.gate import IdentityGate
 
-    gate = IdentityGate(load_embedder(params.embedder), params.identity_threshold)
+    gate = IdentityGate(build_embedder(embed), params.identity_threshold)
     return Worker(GENERATORS.get(params.backend)(params), gate, params.jpeg_quality)
 
 
 def _generate(
-    plan: list[list[Planned]], params: GenerateParams, shard: Shard
+    plan: list[list[Planned]], params: GenerateParams, embed: EmbedParams, shard: Shard
 ) -> list[tuple[int, Outcome]]:
     """This process's share of the plan, in chunks; (chunk index, outcome) pairs."""
     backend = _backend(params)
-    per_chunk = 1 if backend.cpu_parallel else max(1, -(-params.batch_size // len(plan[0])))
+    batch = getattr(params.active, "batch_size", 1)  # images per model call; warp has none
+    per_chunk = 1 if backend.cpu_parallel else max(1, -(-batch // len(plan[0])))
     chunks = [(i, plan[s : s + per_chunk]) for i, s in enumerate(range(0, len(plan), per_chunk))]
     mine = shard.take(chunks)
-    workers = resolve_workers(params.workers) if backend.cpu_parallel else 1
+    workers = resolve_workers(getattr(params.active, "workers", 1)) if backend.cpu_parallel else 1
     if workers > 1:
         backend(params)  # bad expressions or a missing model fail here, not in a worker
+    setup = partial(build_worker, params, embed)
     results = parallel_map(
-        _run_chunk, [c for _, c in mine], workers, STAGE, setup=partial(build_worker, params),
-        unit="sources", weight=len,
-    )  # fmt: skip
+        _run_chunk, [c for _, c in mine], workers, STAGE, setup=setup, unit="sources", weight=len
+    )
     return [(i, outcome) for (i, _), outcome in zip(mine, results, strict=True)]
 
 

@@ -16,147 +16,53 @@ curves and summary under ``<live>/``.
 
 from __future__ import annotations
 
-import math
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as nnf
-from tqdm import tqdm
 
 from pipeline.components.backbones import (
     Aligner,
     Backbone,
+    build_trunk,
+    freeze_layers,
+    get_backbone,
+)
+from pipeline.components.classifier import (
     Classifier,
     Normalize,
     apply_freeze,
-    build_trunk,
     count_trainable,
-    freeze_layers,
     frozen_count,
-    get_backbone,
     load_images,
     save_model,
-    set_train_mode,
+)
+from pipeline.components.training import (
+    Data,
+    History,
+    Loop,
+    autocast,
+    batches,
+    fit,
+    imprint_head,
+    make_optimizer,
+    n_layers,
+    progress,
+    summarize,
 )
 from pipeline.core.config import TrainParams
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import StageError, UserError
 from pipeline.core.files import prepare_output_dir
 from pipeline.core.manifest import read_rows
-from pipeline.core.progress import track
 from pipeline.core.report import StageReport
 from pipeline.core.rows import AugmentedRow, Split, SplitRow, rows_of, train_rows
 
 STAGE = "train"
-
-
-@dataclass
-class Data:
-    """Inputs (uint8 images or float features) and integer labels of one split."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass
-class EpochStats:
-    loss: float
-    acc: float
-    images: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
-class EarlyStopping:
-    """Best = highest validation accuracy, ties broken by lower validation loss."""
-
-    patience: int
-    best_acc: float = -math.inf
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    waited: int = 0
-
-    def update(self, epoch: int, acc: float, loss: float) -> bool:
-        """Record an epoch; True when it is the new best."""
-        if acc > self.best_acc or (acc == self.best_acc and loss < self.best_loss):
-            self.best_acc, self.best_loss, self.best_epoch, self.waited = acc, loss, epoch, 0
-            return True
-        self.waited += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.waited >= self.patience
-
-
-@dataclass
-class History:
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    train_images: int = 0
-    train_seconds: float = 0.0
-
-
-# --- pure helpers ----------------------------------------------------------------------
-
-
-def rise_epoch(curve: Sequence[float], fraction: float = 0.9) -> int | None:
-    """First epoch (1-based) whose value reaches ``fraction`` of the curve's best.
-
-    None for an empty curve or one that never rises above zero (nothing to reach).
-    """
-    if not curve or max(curve) <= 0:
-        return None
-    target = fraction * max(curve)
-    return next(i for i, value in enumerate(curve, start=1) if value >= target)
-
-
-def mix_batch(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_classes: int,
-    mode: str,
-    beta: tuple[float, float],
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mixup one batch: (inputs, soft targets, hard labels for accuracy).
-
-    ``label``: classic mixup, inputs and one-hot labels mixed with the same lambda.
-    ``data``: inputs mixed, the target is the label of the dominant input (lambda >= 0.5 keeps
-    the batch's own). ``beta`` is (a, b) of the Beta distribution lambda is drawn from (one
-    lambda per batch). ``none`` returns the batch with one-hot targets.
-    """
-    onehot = nnf.one_hot(y, n_classes).to(torch.float32)
-    if mode == "none":
-        return x, onehot, y
-    lam = float(rng.beta(*beta))
-    perm = torch.from_numpy(rng.permutation(len(y))).to(y.device)
-    mixed = lam * x + (1.0 - lam) * x[perm]
-    dominant = y if lam >= 0.5 else y[perm]
-    if mode == "label":
-        return mixed, lam * onehot + (1.0 - lam) * onehot[perm], dominant
-    if mode == "data":
-        return mixed, nnf.one_hot(dominant, n_classes).to(torch.float32), dominant
-    raise UserError(f"unknown mixup {mode!r}; use none, label or data")
-
-
-def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Near-equal chunks of at most ``batch_size``: no straggler batch of one (BatchNorm)."""
-    count = max(1, math.ceil(len(order) / batch_size))
-    return [chunk for chunk in torch.tensor_split(order, count) if len(chunk)]
-
-
-# --- data ------------------------------------------------------------------------------
 
 
 def training_rows(
@@ -205,16 +111,13 @@ def extract_features(
     trunk.eval()
     feats = []
     with torch.inference_mode():
-        for chunk in _progress(batches(torch.tensor(unique), p.batch_size), "features"):
+        for chunk in progress(batches(torch.tensor(unique), p.batch_size), "features"):
             images = load_images([rows[i] for i in chunk.tolist()], size, align).to(device)
-            with _autocast(device, p.amp):
+            with autocast(device, p.amp):
                 feats.append(trunk(normalize(images)).float().cpu())
     table = torch.cat(feats)
     slot = {key: j for j, key in enumerate(first)}
     return table[[slot[k] for k in keys]].clone()
-
-
-# --- model and optimisation -------------------------------------------------------------
 
 
 def build_model(
@@ -233,24 +136,6 @@ def build_model(
     return Classifier(trunk, dim, n_classes), n_frozen
 
 
-IMPRINT_SCALE = 10.0  # imprinted logits start at ~10 x cosine similarity: confident, not saturated
-
-
-def imprint_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, n: int) -> None:
-    """Weight imprinting (Qi et al., 2018): class k's weight is the direction of its mean
-    unit-length training feature, so the head starts as a nearest-class-centre classifier
-    (the embedding baseline) and training refines it. A class without rows keeps its init.
-    """
-    unit = nnf.normalize(features.float(), dim=1)
-    scale = IMPRINT_SCALE / features.float().norm(dim=1).mean().clamp_min(1e-6)
-    with torch.no_grad():
-        for k in range(n):
-            members = unit[labels == k]
-            if len(members):
-                head.weight[k] = nnf.normalize(members.mean(dim=0), dim=0) * scale
-        head.bias.zero_()
-
-
 def _trunk_features(model: Classifier, loop: Loop, data: Data) -> torch.Tensor:
     """The trunk's features of every training image, for imprinting (no gradients)."""
     model.trunk.eval()
@@ -258,136 +143,9 @@ def _trunk_features(model: Classifier, loop: Loop, data: Data) -> torch.Tensor:
     with torch.inference_mode():
         for idx in batches(torch.arange(len(data)), loop.p.batch_size):
             x = loop.prepare(data.x[idx].to(loop.device))
-            with _autocast(loop.device, loop.p.amp):
+            with autocast(loop.device, loop.p.amp):
                 feats.append(model.trunk(x).float())
     return torch.cat(feats)
-
-
-def make_optimizer(params: Sequence[nn.Parameter], p: TrainParams) -> torch.optim.Optimizer:
-    if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    if p.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay
-        )
-    return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
-
-
-def make_schedule(
-    optimizer: torch.optim.Optimizer, p: TrainParams
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch: constant, cosine to zero at the last epoch, or steps."""
-    if p.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs)
-    if p.schedule == "step":
-        milestones = sorted({max(1, round(f * p.epochs)) for f in p.step_at})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=p.step_gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-# --- the loop ---------------------------------------------------------------------------
-
-
-@dataclass
-class Loop:
-    """What one epoch needs: the trainable net, input preparation, optimiser, randomness."""
-
-    net: nn.Module
-    prepare: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    n_classes: int
-    device: torch.device
-    p: TrainParams
-    generator: torch.Generator
-    rng: np.random.Generator
-
-
-def train_epoch(loop: Loop, data: Data, desc: str) -> EpochStats:
-    p, start = loop.p, time.perf_counter()
-    set_train_mode(loop.net)
-    order = torch.randperm(len(data), generator=loop.generator)
-    total_loss, correct = 0.0, 0
-    beta = (p.mixup_alpha, p.mixup_alpha) if p.mixup == "label" else p.data_mixup_beta
-    for idx in _progress(batches(order, p.batch_size), desc):
-        x = loop.prepare(data.x[idx].to(loop.device, non_blocking=True))
-        y = data.y[idx].to(loop.device, non_blocking=True)
-        x, target, hard = mix_batch(x, y, loop.n_classes, p.mixup, beta, loop.rng)
-        with _autocast(loop.device, p.amp):
-            logits = loop.net(x)
-            loss = nnf.cross_entropy(logits.float(), target, label_smoothing=p.label_smoothing)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loop.scaler.scale(loss).backward()
-        loop.scaler.step(loop.optimizer)
-        loop.scaler.update()
-        total_loss += loss.item() * len(y)
-        correct += int((logits.argmax(1) == hard).sum())
-    n = len(data)
-    return EpochStats(total_loss / n, correct / n, n, time.perf_counter() - start)
-
-
-def validate(loop: Loop, data: Data) -> EpochStats:
-    """Mean loss (no smoothing, no mixup) and accuracy; NaN when there is no validation set."""
-    if len(data) == 0:
-        return EpochStats(math.nan, math.nan)
-    loop.net.eval()
-    total_loss, correct = 0.0, 0
-    with torch.inference_mode():
-        for idx in batches(torch.arange(len(data)), loop.p.batch_size):
-            x = loop.prepare(data.x[idx].to(loop.device))
-            y = data.y[idx].to(loop.device)
-            with _autocast(loop.device, loop.p.amp):
-                logits = loop.net(x).float()
-            total_loss += nnf.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
-    return EpochStats(total_loss / len(data), correct / len(data), len(data))
-
-
-def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, live: Any) -> History:
-    """Epochs with head warm-up, schedule, early stopping; the best epoch's weights kept."""
-    p, history = loop.p, History()
-    schedule = make_schedule(loop.optimizer, p)
-    stopper = EarlyStopping(p.early_stopping_patience if len(val) else 0)
-    best_state = _snapshot(loop.net)  # only what trains: the head alone on cached features
-    warmup = p.head_warmup_epochs if loop.net is model and n_frozen < _n_layers(model) else 0
-    for epoch in range(1, p.epochs + 1):
-        apply_freeze(model.trunk, _n_layers(model) if epoch <= warmup else n_frozen)
-        lr = loop.optimizer.param_groups[0]["lr"]
-        stats = train_epoch(loop, train, f"epoch {epoch}/{p.epochs}")
-        schedule.step()
-        checked = validate(loop, val)
-        history.train_images += stats.images
-        history.train_seconds += stats.seconds
-        row = {"train/loss": stats.loss, "train/acc": stats.acc, "val/loss": checked.loss,
-               "val/acc": checked.acc, "lr": lr}  # fmt: skip
-        history.epochs.append(row)
-        _log_epoch(live, row, epoch, p.epochs)
-        if not len(val) or stopper.update(epoch, checked.acc, checked.loss):
-            best_state = _snapshot(loop.net)
-        if stopper.should_stop:
-            break
-    loop.net.load_state_dict(best_state)
-    apply_freeze(model.trunk, n_frozen)
-    history.best_epoch = stopper.best_epoch or len(history.epochs)
-    return history
-
-
-def summarize(history: History, extra: dict[str, Any]) -> dict[str, Any]:
-    """DVCLive summary metrics: best / final validation accuracy, rise epoch, epochs run.
-
-    Only what the data, params and seed decide: speed and times differ on every run, so they
-    are in ``runtime`` instead, or `dvc metrics diff` would never be empty.
-    """
-    val_acc = [e["val/acc"] for e in history.epochs if not math.isnan(e["val/acc"])]
-    summary: dict[str, Any] = {
-        "best_val_acc": max(val_acc) if val_acc else None,
-        "final_val_acc": val_acc[-1] if val_acc else None,
-        "best_epoch": history.best_epoch,
-        "rise_epoch": rise_epoch(val_acc),
-        "epochs_run": len(history.epochs),
-        **extra,
-    }
-    return {k: v for k, v in summary.items() if v is not None}
 
 
 def runtime(
@@ -400,9 +158,6 @@ def runtime(
         "feature_cache_s": round(feature_s, 3),
         "device": str(device),
     }
-
-
-# --- the stage --------------------------------------------------------------------------
 
 
 def run(
@@ -445,7 +200,7 @@ def run(
 
 
 def _use_cache(p: TrainParams, model: Classifier, n_frozen: int) -> bool:
-    return p.cache_features and n_frozen == _n_layers(model)
+    return p.cache_features and n_frozen == n_layers(model)
 
 
 def _prepare_data(
@@ -484,32 +239,3 @@ def _make_loop(
         n_classes=n_classes, device=device, p=p,
         generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed),
     )  # fmt: skip
-
-
-def _n_layers(model: Classifier) -> int:
-    return len(freeze_layers(model.trunk))
-
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _autocast(device: torch.device, amp: bool) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
-
-
-def _progress(items: list[torch.Tensor], desc: str) -> Iterator[torch.Tensor]:
-    """Batches of image indices, counted as images: a bar, or log lines off a terminal."""
-    return track(items, sum(len(batch) for batch in items), desc, "images", weight=len)
-
-
-def _log_epoch(live: Any, row: dict[str, float], epoch: int, epochs: int) -> None:
-    for name, value in row.items():
-        if not math.isnan(value):
-            live.log_metric(name, value)
-    live.next_step()
-    tqdm.write(
-        f"epoch {epoch}/{epochs}: train loss {row['train/loss']:.3f} acc {row['train/acc']:.3f}"
-        f" | val loss {row['val/loss']:.3f} acc {row['val/acc']:.3f}",
-        file=sys.stderr,
-    )

@@ -99,7 +99,7 @@ def sample_raw(tmp_path_factory: pytest.TempPathFactory) -> SampleRaw:
     import json
 
     from demo import sample_data
-    from pipeline.core.config import load_params
+    from pipeline.core.params import load_params
 
     params = load_params().sample_data.model_copy(update={"classes": 3, "per_class": 4})
     base = tmp_path_factory.mktemp("sample")
@@ -112,7 +112,7 @@ def sample_raw(tmp_path_factory: pytest.TempPathFactory) -> SampleRaw:
 def sample_faces(sample_raw: SampleRaw, tmp_path_factory: pytest.TempPathFactory) -> SampleFaces:
     """The detect stage run once on ``sample_raw`` with the default params, on CPU."""
     from pipeline.components.detectors import torch_threads
-    from pipeline.core.config import load_params
+    from pipeline.core.params import load_params
     from stages import detect
 
     params = load_params().detect.model_copy(update={"device": "cpu"})
@@ -187,7 +187,7 @@ def require_photo_tarballs(*packages: str) -> None:
 def real_faces(tmp_path_factory: pytest.TempPathFactory) -> RealFaces:
     from demo.real_faces import write_real_faces
     from pipeline.components.detectors import torch_threads
-    from pipeline.core.config import load_params
+    from pipeline.core.params import load_params
     from stages import clean, detect, embed
 
     require_photo_tarballs("dlib", "face_recognition")

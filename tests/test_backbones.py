@@ -10,19 +10,21 @@ from torch import nn
 
 from pipeline.components.backbones import (
     BACKBONES,
-    Classifier,
-    apply_freeze,
     build_trunk,
-    count_trainable,
     freeze_layers,
-    frozen_count,
     get_backbone,
     layer_names,
+    weights_status,
+)
+from pipeline.components.classifier import (
+    Classifier,
+    apply_freeze,
+    count_trainable,
+    frozen_count,
     load_images,
     load_model,
     save_model,
     set_train_mode,
-    weights_status,
 )
 from pipeline.core.errors import UserError
 from pipeline.core.rows import ImageRow

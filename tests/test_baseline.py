@@ -11,9 +11,9 @@ import pytest
 from dvc_project import copy_project, init_repo, set_params, sh
 
 from pipeline.components.embedders import Embeddings, save_embeddings
-from pipeline.core.config import load_params
 from pipeline.core.errors import StageError
 from pipeline.core.manifest import Row, write_manifest
+from pipeline.core.params import load_params
 from stages import baseline
 
 

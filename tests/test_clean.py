@@ -6,11 +6,11 @@ import pytest
 
 from pipeline.components.embedders import Embeddings, save_embeddings
 from pipeline.components.likeness import hamming, phash
-from pipeline.core.config import load_params
 from pipeline.core.errors import StageError
 from pipeline.core.files import sha256_bytes
 from pipeline.core.images import encode_jpeg
 from pipeline.core.manifest import Row, read_manifest, write_manifest
+from pipeline.core.params import load_params
 from stages import clean
 
 

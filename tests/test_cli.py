@@ -132,7 +132,7 @@ def test_unsafe_checkpoints_are_refused_without_advice_to_load_them_unsafely(
 ) -> None:
     import torch
 
-    from pipeline.components.stargan import load_generator
+    from pipeline.components.generators.stargan import load_generator
     from pipeline.core.errors import UserError
 
     checkpoint = tmp_path / "G.ckpt"
@@ -166,7 +166,7 @@ def test_train_help_shows_every_tunable_with_its_default() -> None:
 
 @pytest.mark.parametrize(("command", "section"), sorted(STAGES.items()))
 def test_each_stage_help_lists_its_own_params(command: str, section: str) -> None:
-    from pipeline.core.config import params_doc
+    from pipeline.core.params import params_doc
 
     code, output = prep(command, "--help", env={"COLUMNS": "200"})
     assert code == 0 and f"params.yaml {section}" in output
@@ -175,7 +175,8 @@ def test_each_stage_help_lists_its_own_params(command: str, section: str) -> Non
 
 
 def test_params_yaml_documents_every_key_the_models_declare() -> None:
-    from pipeline.core.config import Params, params_doc
+    from pipeline.core.config import Params
+    from pipeline.core.params import params_doc
 
     doc = params_doc()
     for name, field in Params.model_fields.items():

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import ConfigError, load_params, parse_overrides
+from pipeline.core.config import ConfigError
+from pipeline.core.params import load_params, parse_overrides
 
 
 def test_defaults_load_from_params_yaml() -> None:

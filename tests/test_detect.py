@@ -24,12 +24,13 @@ from pipeline.components.detectors import (
     plan_buckets,
     torch_threads,
 )
-from pipeline.core.config import DetectParams, load_params
+from pipeline.core.config import DetectParams
 from pipeline.core.crops import face_box_in_crop
 from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_file
 from pipeline.core.images import load_rgb
 from pipeline.core.manifest import read_manifest
+from pipeline.core.params import load_params
 from pipeline.core.rows import FaceRow, ImageRow, parse_row
 from stages import detect
 from stages.detect import crop_face, crop_matrix, decide
@@ -48,7 +49,7 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def mtcnn() -> MtcnnDetector:
-    return DETECTORS.get("mtcnn")(device="cpu", max_side=1024)
+    return MtcnnDetector("cpu", max_side=1024)
 
 
 def params(**changes: object) -> DetectParams:
@@ -398,7 +399,7 @@ def test_astronaut_has_one_face_where_it_should_be(mtcnn: MtcnnDetector) -> None
 def test_downscaled_detection_maps_back_to_source_pixels(mtcnn: MtcnnDetector) -> None:
     skimage_data = pytest.importorskip("skimage.data")
     big = cv2.resize(skimage_data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    small = DETECTORS.get("mtcnn")(device="cpu", max_side=512)
+    small = MtcnnDetector("cpu", max_side=512)
     (faces,) = small.detect_batch([big])
     assert faces[0].box == pytest.approx((362, 124, 536, 344), abs=12)
 

@@ -21,15 +21,19 @@ from pipeline.components.detectors import torch_threads
 from pipeline.components.generators import Job, SlowDeviceWarning
 from pipeline.components.generators.base import cpu_seconds_per_image, warn_if_slow
 from pipeline.components.generators.diffusion import Img2ImgGenerator, InstructPix2PixGenerator
-from pipeline.core.config import GenerateParams, load_params
+from pipeline.core.config import GenerateParams
 from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_file
 from pipeline.core.images import encode_jpeg, load_rgb
 from pipeline.core.manifest import Row, read_manifest, write_manifest
+from pipeline.core.params import load_params
 from stages import generate
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
+
+
+EMBED = load_params().embed  # the identity gate embeds as clean does
 
 
 def _tokenizer() -> Any:
@@ -86,15 +90,20 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"instruct-pix2pix": root / "ip2p", "img2img": root / "img2img"}
 
 
+def _key(backend: str, key: str) -> str:
+    """A shared key of the generate section, or one of the backend's own."""
+    return key if key in GenerateParams.model_fields else f"backends.{backend}.{key}"
+
+
 def _params(backend: str, model: Path | str, **extra: Any) -> GenerateParams:
+    """The backend's own section: model, device, few steps at 32 px, batches of 4."""
+    own = {"model": str(model), "device": "cpu", "steps": 2, "size": 32, "batch_size": 4}
     overrides = {
-        "generate.enabled": True, "generate.backend": backend, "generate.model": str(model),
-        "generate.device": "cpu", "generate.steps": 2, "generate.diffusion_size": 32,
-        "generate.identity_threshold": 10.0, "generate.batch_size": 4,
+        "generate.enabled": True, "generate.backend": backend,
+        "generate.identity_threshold": 10.0,
+        **{f"generate.{_key(backend, k)}": v for k, v in (own | extra).items()},
     }  # fmt: skip
-    return load_params(
-        overrides=overrides | {f"generate.{k}": v for k, v in extra.items()}
-    ).generate
+    return load_params(overrides=overrides).generate
 
 
 @pytest.fixture
@@ -128,7 +137,7 @@ def test_backend_runs_end_to_end_through_the_stage(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", SlowDeviceWarning)  # 32 px x 2 steps: under a second
-        report = generate.run(params, 0, split_manifest, Path("gen"))
+        report = generate.run(params, EMBED, 0, split_manifest, Path("gen"))
     rows = read_manifest(Path("gen/manifest.csv"))
     assert report.n_in == report.n_kept == len(rows) == 2 * 3  # two train images x 3
     assert [r["expression"] for r in rows[:3]] == ["smile", "frown", "surprise"]
@@ -175,7 +184,7 @@ def test_the_cpu_warning_comes_from_size_and_steps(tiny_models: dict[str, Path])
     with torch_threads(2), pytest.warns(SlowDeviceWarning, match=r"about 23 min per image at 512"):
         warn_if_slow("instruct-pix2pix", cpu, 512, 20, 3)
     # img2img runs strength x steps (0.5 x 20) with text guidance; the model itself is tiny
-    large = _params("img2img", tiny_models["img2img"], steps=20, diffusion_size=512)
+    large = _params("img2img", tiny_models["img2img"], steps=20, size=512)
     with torch_threads(2), pytest.warns(SlowDeviceWarning, match="10 denoising steps of 2 UNet"):
         Img2ImgGenerator(large)
 

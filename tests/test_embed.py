@@ -13,6 +13,8 @@ import torch
 from pipeline.components.embedders import (
     EMBEDDERS,
     Embeddings,
+    FacenetEmbedder,
+    build_embedder,
     face_models_dir,
     load_embeddings,
     save_embeddings,
@@ -23,11 +25,11 @@ from pipeline.components.identity import (
     distances,
     find_wrong_identity,
 )
-from pipeline.core.config import load_params
 from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_bytes
 from pipeline.core.images import decode_rgb, encode_jpeg
 from pipeline.core.manifest import Row, write_manifest
+from pipeline.core.params import load_params
 from stages import embed
 
 SAME_PERSON = 0.6  # dlib's documented same-person limit for its 128-d embedding
@@ -35,7 +37,7 @@ SAME_PERSON = 0.6  # dlib's documented same-person limit for its 128-d embedding
 
 @pytest.fixture(scope="module")
 def dlib_embedder():
-    return EMBEDDERS.get("dlib")()
+    return build_embedder(load_params().embed)
 
 
 def _face_like(seed: int) -> np.ndarray:
@@ -154,7 +156,7 @@ def test_facenet_without_weights_offline_is_a_clear_error(
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(UserError, match=r"embed\.weights"):
-        EMBEDDERS.get("facenet")()
+        build_embedder(load_params(overrides={"embed.embedder": "facenet"}).embed)
 
 
 def test_facenet_loads_weights_from_a_path(tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ def test_facenet_loads_weights_from_a_path(tmp_path: Path) -> None:
     torch.manual_seed(0)
     weights = tmp_path / "facenet.pt"
     torch.save(InceptionResnetV1(pretrained=None).state_dict(), weights)
-    embedder = EMBEDDERS.get("facenet")(weights=str(weights), device="cpu")
+    embedder = FacenetEmbedder(str(weights), "cpu", batch_size=32)
     vectors = embedder.embed([_face_like(0), _face_like(1)[:150, :150]])
     assert vectors.shape == (2, 512)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from tiny_faces import make_dataset
 
-from pipeline.core.config import load_params
 from pipeline.core.errors import StageError
 from pipeline.core.manifest import read_manifest, write_manifest
+from pipeline.core.params import load_params
 from stages import evaluate, train
 from stages.evaluate import Predictions, compute_metrics, confusion, macro_f1, top_k_accuracy
 

@@ -16,20 +16,24 @@ from skimage import data
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.components import warp
-from pipeline.components.generators import GENERATORS
-from pipeline.components.generators.gate import IdentityGate, load_embedder
-from pipeline.core.config import GenerateParams, load_params
+from pipeline.components import landmarks as face_landmarks
+from pipeline.components.embedders import build_embedder
+from pipeline.components.generators import GENERATORS, warp
+from pipeline.components.generators.gate import IdentityGate
+from pipeline.core.config import GenerateParams
 from pipeline.core.files import sha256_file
 from pipeline.core.images import decode_rgb, encode_jpeg
 from pipeline.core.manifest import Row, read_manifest, write_manifest
+from pipeline.core.params import load_params
 from pipeline.core.seeds import derive_seed
 from stages import generate
+
+EMBED = load_params().embed  # the identity gate embeds as clean does
 
 
 def aligned_crop(rgb: np.ndarray, size: int = 160, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
     """The face of ``rgb`` cropped the way detect does: its box plus 20% on each side."""
-    points, _ = warp.find_landmarks(rgb)
+    points, _ = face_landmarks.find_landmarks(rgb)
     (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
     side = max(x1 - x0, y1 - y0) * 1.4
     cx, cy = (x0 + x1) / 2 + shift[0], (y0 + y1) / 2 + shift[1]
@@ -70,9 +74,10 @@ def split_manifest(in_tmp: Path, astronaut_crops: list[np.ndarray]) -> Path:
 
 
 def _params(**extra: Any) -> GenerateParams:
-    overrides = {"generate.enabled": True, "generate.workers": 1}
+    overrides = {"generate.enabled": True, "generate.backends.warp.workers": 1}
+    keys = {"workers": "backends.warp.workers"}  # the warp backend's own section
     return load_params(
-        overrides=overrides | {f"generate.{k}": v for k, v in extra.items()}
+        overrides=overrides | {f"generate.{keys.get(k, k)}": v for k, v in extra.items()}
     ).generate
 
 
@@ -82,7 +87,7 @@ def test_disabled_writes_an_empty_manifest_quickly(split_manifest: Path) -> None
     stale.write_bytes(b"x")
     write_manifest(Path("gen/manifest.csv"), [])
     started = time.perf_counter()
-    report = generate.run(_params(enabled=False), 0, split_manifest, Path("gen"))
+    report = generate.run(_params(enabled=False), EMBED, 0, split_manifest, Path("gen"))
     assert time.perf_counter() - started < 1.0
     assert read_manifest(Path("gen/manifest.csv")) == []
     header = Path("gen/manifest.csv").read_text().splitlines()[0].split(",")
@@ -92,7 +97,7 @@ def test_disabled_writes_an_empty_manifest_quickly(split_manifest: Path) -> None
 
 
 def test_warp_variants_are_planned_seeded_and_recorded(split_manifest: Path) -> None:
-    report = generate.run(_params(), 7, split_manifest, Path("gen"))
+    report = generate.run(_params(), EMBED, 7, split_manifest, Path("gen"))
     rows = read_manifest(Path("gen/manifest.csv"))
     sources = [r for r in read_manifest(split_manifest) if r["split"] == "train"]
     assert report.n_in == report.n_kept + report.n_rejected == 2 * 3
@@ -113,8 +118,8 @@ def test_warp_variants_are_planned_seeded_and_recorded(split_manifest: Path) -> 
 
 
 def test_outputs_are_byte_identical_for_any_worker_count(split_manifest: Path) -> None:
-    generate.run(_params(workers=1), 0, split_manifest, Path("one"))
-    generate.run(_params(workers=2), 0, split_manifest, Path("two"))
+    generate.run(_params(workers=1), EMBED, 0, split_manifest, Path("one"))
+    generate.run(_params(workers=2), EMBED, 0, split_manifest, Path("two"))
     one, two = read_manifest(Path("one/manifest.csv")), read_manifest(Path("two/manifest.csv"))
     assert [r["sha256"] for r in one] == [r["sha256"] for r in two]
     assert [r["params"] for r in one] == [r["params"] for r in two]
@@ -123,18 +128,18 @@ def test_outputs_are_byte_identical_for_any_worker_count(split_manifest: Path) -
 def test_stage_progress_counts_sources(
     split_manifest: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    generate.run(_params(workers=1), 0, split_manifest, Path("gen"))
+    generate.run(_params(workers=1), EMBED, 0, split_manifest, Path("gen"))
     assert "generate: 2/2 sources" in capsys.readouterr().err  # 2 train images, 6 variants
 
 
 @pytest.mark.slow  # two processes, each loading dlib's models (~15 s on 2 cores)
 def test_launched_processes_share_the_work_and_match_one_process(split_manifest: Path) -> None:
     """What several GPUs do, on CPU: torchrun starts 2 processes that split the images."""
-    generate.run(_params(), 0, split_manifest, Path("one"))
+    generate.run(_params(), EMBED, 0, split_manifest, Path("one"))
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "pipeline.cli", "generate", str(split_manifest), "--out", "two",
-        "--report", "two.json", "--enable", "-s", "workers=1",
+        "--report", "two.json", "--enable", "-s", "backends.warp.workers=1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -146,7 +151,7 @@ def test_launched_processes_share_the_work_and_match_one_process(split_manifest:
 
 
 def test_the_gate_rejects_variants_beyond_the_threshold(split_manifest: Path) -> None:
-    report = generate.run(_params(identity_threshold=0.05), 0, split_manifest, Path("gen"))
+    report = generate.run(_params(identity_threshold=0.05), EMBED, 0, split_manifest, Path("gen"))
     rejects = read_manifest(Path("gen/rejects.csv"))
     assert report.n_kept == 0 and report.rejected == {"identity_lost": 6}
     assert read_manifest(Path("gen/manifest.csv")) == []
@@ -164,14 +169,14 @@ def test_the_gate_rejects_variants_beyond_the_threshold(split_manifest: Path) ->
 def test_unreadable_source_rejects_its_variants(split_manifest: Path) -> None:
     rows = read_manifest(split_manifest)
     Path(rows[0]["path"]).write_bytes(b"")
-    report = generate.run(_params(), 0, split_manifest, Path("gen"))
+    report = generate.run(_params(), EMBED, 0, split_manifest, Path("gen"))
     assert report.rejected == {"unreadable": 3} and report.n_kept == 3
 
 
 def test_gate_keeps_a_mild_warp_and_rejects_another_person(
     real_crops: dict[str, np.ndarray],
 ) -> None:
-    gate = IdentityGate(load_embedder("dlib"), threshold=0.5)
+    gate = IdentityGate(build_embedder(load_params().embed), threshold=0.5)
     obama = real_crops["obama"]
     mild = warp.warp_expression(obama, "smile", 0.6).image
     near, other_photo, other_person = gate.distances(
@@ -189,7 +194,7 @@ def test_warp_on_the_sample_dataset_loses_nothing(sample_faces: Any, in_tmp: Pat
     rows = read_manifest(sample_faces.manifest)
     train = [{**r, "split": "train"} for r in rows if r["face_index"] in ("", "0")][:4]
     write_manifest(Path("split.csv"), train)
-    report = generate.run(_params(variants_per_image=2), 0, Path("split.csv"), Path("gen"))
+    report = generate.run(_params(variants_per_image=2), EMBED, 0, Path("split.csv"), Path("gen"))
     kept, rejects = read_manifest(Path("gen/manifest.csv")), read_manifest(Path("gen/rejects.csv"))
     assert report.n_in == 8 == len(kept) + len(rejects)
     assert all(r["reason"] == "identity_lost" and r["identity_distance"] for r in rejects)

@@ -6,13 +6,10 @@ through files. Every import counts, those inside functions too.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-LAYERS = ("pipeline.core", "pipeline.components", "stages", "demo", "pipeline.cli")
+from import_graph import LAYERS, PACKAGES, REPO, imported_modules, module_name
 
 
 def layer_of(module: str) -> int | None:
@@ -21,28 +18,6 @@ def layer_of(module: str) -> int | None:
         if module == prefix or module.startswith(prefix + "."):
             return index
     return None
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-PACKAGES = {"pipeline", *LAYERS}  # `from <package> import <module>` names the module
-
-
-def imported_modules(source: str) -> set[str]:
-    """Every module an import statement names, at any depth of the file."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module in PACKAGES:
-                found.update(f"{node.module}.{alias.name}" for alias in node.names)
-            else:
-                found.add(node.module)
-    return found
 
 
 def violations(module: str, source: str) -> list[str]:

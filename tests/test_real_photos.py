@@ -18,10 +18,10 @@ from conftest import PHOTO_CACHE, RealFaces, require_photo_tarballs
 
 from pipeline.components.detectors import MtcnnDetector, torch_threads
 from pipeline.components.likeness import Picture
-from pipeline.core.config import load_params
 from pipeline.core.crops import valid_mask_of
 from pipeline.core.images import decode_rgb, load_rgb
 from pipeline.core.manifest import read_manifest, read_rows
+from pipeline.core.params import load_params
 from pipeline.core.rows import FaceRow
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 from demo import sample_data
 from demo.sample_data import FAULTS, plan_faults
 from pipeline.components.detectors import torch_threads
-from pipeline.core.config import load_params
 from pipeline.core.errors import UserError
 from pipeline.core.images import ImageError, decode_rgb, load_rgb
+from pipeline.core.params import load_params
 
 KINDS = [kind for kind, _, _ in FAULTS]
 ODD_FORMATS = [kind for kind, stage, _ in FAULTS if stage is None]

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import load_params
 from pipeline.core.errors import StageError
 from pipeline.core.manifest import Row, read_manifest, write_manifest
+from pipeline.core.params import load_params
 from stages import split
 
 

@@ -9,20 +9,20 @@ import pytest
 import torch
 
 from pipeline.components.generators import Job
-from pipeline.components.generators.stargan import StarGANGenerator
-from pipeline.components.stargan import (
+from pipeline.components.generators.stargan import (
     RAFD_DOMAINS,
     Generator,
+    StarGANGenerator,
     architecture,
     domain_code,
     load_generator,
     translate,
 )
-from pipeline.core.config import load_params
 from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_file
 from pipeline.core.images import encode_jpeg
 from pipeline.core.manifest import read_manifest, write_manifest
+from pipeline.core.params import load_params
 from stages import generate
 
 
@@ -84,11 +84,11 @@ def test_backend_makes_every_expression_at_source_size(tmp_path: Path) -> None:
     params = load_params(
         overrides={
             "generate.backend": "stargan",
-            "generate.checkpoint": str(checkpoint),
+            "generate.backends.stargan.checkpoint": str(checkpoint),
             "generate.expressions": expressions,
-            "generate.stargan_size": 32,
-            "generate.device": "cpu",
-            "generate.batch_size": 5,
+            "generate.backends.stargan.size": 32,
+            "generate.backends.stargan.device": "cpu",
+            "generate.backends.stargan.batch_size": 5,
         }
     ).generate
     backend = StarGANGenerator(params)
@@ -110,7 +110,7 @@ def test_joint_celeba_rafd_code_has_the_mask() -> None:
 
 def test_missing_or_wrong_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     params = load_params(
-        overrides={"generate.backend": "stargan", "generate.device": "cpu"}
+        overrides={"generate.backend": "stargan", "generate.backends.stargan.device": "cpu"}
     ).generate
     with pytest.raises(UserError, match="needs a generator checkpoint"):
         StarGANGenerator(params)
@@ -142,12 +142,18 @@ def test_stage_runs_stargan_in_batches_across_images(tmp_path: Path, in_tmp: Pat
         rows.append({"path": path.as_posix(), "label": "a", "sha256": sha256_file(path)})
     write_manifest(Path("split.csv"), rows)
     overrides = {
-        "generate.enabled": True, "generate.backend": "stargan", "generate.device": "cpu",
-        "generate.checkpoint": str(_checkpoint(tmp_path / "g.ckpt")), "generate.batch_size": 4,
-        "generate.stargan_size": 32, "generate.identity_threshold": 10.0,  # random weights
+        "generate.enabled": True, "generate.backend": "stargan",
+        "generate.backends.stargan.device": "cpu",
+        "generate.backends.stargan.checkpoint": str(_checkpoint(tmp_path / "g.ckpt")),
+        "generate.backends.stargan.batch_size": 4, "generate.backends.stargan.size": 32,
+        "generate.identity_threshold": 10.0,  # random weights
     }  # fmt: skip
     report = generate.run(
-        load_params(overrides=overrides).generate, 0, Path("split.csv"), Path("g")
+        load_params(overrides=overrides).generate,
+        load_params().embed,
+        0,
+        Path("split.csv"),
+        Path("g"),
     )
     out = read_manifest(Path("g/manifest.csv"))
     assert report.n_in == report.n_kept == len(out) == 9

@@ -9,14 +9,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from dvc_project import copy_project, init_repo, set_params, sh
+from dvc_project import copy_project, init_repo, mark_done, set_params, sh
 from tiny_faces import make_dataset
 
-from pipeline.components.backbones import count_trainable, freeze_layers, get_backbone, load_model
-from pipeline.core.config import TrainParams, load_params
+from pipeline.components import training
+from pipeline.components.backbones import freeze_layers, get_backbone
+from pipeline.components.classifier import count_trainable, load_model
+from pipeline.components.training import (
+    EarlyStopping,
+    batches,
+    make_schedule,
+    mix_batch,
+    rise_epoch,
+)
+from pipeline.core.config import TrainParams
 from pipeline.core.errors import UserError
+from pipeline.core.params import load_params
 from stages import train
-from stages.train import EarlyStopping, batches, build_model, make_schedule, mix_batch, rise_epoch
+from stages.train import build_model
 
 # The tiny colour-square images are no faces: the mechanics are tested on EfficientNet-Lite0
 # (dlib_resnet, the default, is tested on real faces in test_real_photos.py).
@@ -130,11 +140,11 @@ def test_imprinted_head_starts_as_the_nearest_class_centre() -> None:
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     features = centres[labels] * 3 + 0.3 * torch.randn(6, 16)  # far from unit length
     head = torch.nn.Linear(16, 3)
-    train.imprint_head(head, features, labels, 3)
+    training.imprint_head(head, features, labels, 3)
     assert torch.equal(head.bias, torch.zeros(3))
     norms = head.weight.norm(dim=1)
     assert torch.allclose(norms, norms[0]) and torch.allclose(
-        norms[0] * features.norm(dim=1).mean(), torch.tensor(train.IMPRINT_SCALE)
+        norms[0] * features.norm(dim=1).mean(), torch.tensor(training.IMPRINT_SCALE)
     )
     unseen = centres * 2 + 0.3 * torch.randn(3, 16)
     assert head(unseen).argmax(dim=1).tolist() == [0, 1, 2]  # classified before any training
@@ -222,24 +232,10 @@ def test_source_split_trains_on_the_split_rows(in_tmp: Path) -> None:
 
 
 def _commit_upstream(root: Path) -> None:
-    """Record every stage before train as done, on tiny real split / augment outputs.
-
-    Only train and evaluate then really run, so the test checks their wiring in the real
-    dvc.yaml without the cost (or the moving parts) of detect ... augment.
-    """
+    """Every stage before train done, on tiny real split / augment outputs: only train and
+    evaluate then really run, so the test checks their wiring in the real dvc.yaml."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    upstream = [name for name in stages if name not in ("train", "evaluate")]
-    for name in upstream:
-        for entry in stages[name].get("deps", []) + stages[name].get("outs", []):
-            path = root / (entry if isinstance(entry, str) else next(iter(entry)))
-            if path.exists():
-                continue
-            if path.suffix:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("{}\n")
-            else:
-                path.mkdir(parents=True)
-    sh("dvc", "commit", "-f", "-q", *upstream, cwd=root)
+    mark_done(root, [name for name in stages if name not in ("train", "evaluate")])
 
 
 @pytest.mark.slow

@@ -10,15 +10,17 @@ import pytest
 from conftest import RealFaces
 from skimage import data
 
-from pipeline.components import warp
-from pipeline.components.generators import Job
-from pipeline.components.generators.gate import IdentityGate, load_embedder
+from pipeline.components import landmarks as face_landmarks
+from pipeline.components import tps
+from pipeline.components.embedders import build_embedder
+from pipeline.components.generators import Job, warp
+from pipeline.components.generators.gate import IdentityGate
 from pipeline.components.generators.warp import WarpGenerator
-from pipeline.core.config import load_params
 from pipeline.core.crops import face_box_in_crop
 from pipeline.core.errors import UserError
 from pipeline.core.images import load_rgb
 from pipeline.core.manifest import read_manifest
+from pipeline.core.params import load_params
 
 MOUTH_CORNERS = [48, 54]
 BROWS = list(range(17, 27))
@@ -26,21 +28,21 @@ INNER_BROWS = [21, 22]
 LOWER_LIP = [56, 57, 58]
 STAY = [30, 33, 36, 39, 42, 45]  # nose tip and base, eye corners: no expression moves them
 UPPER_INNER_LIP, LOWER_INNER_LIP = [61, 62, 63], [67, 66, 65]
-JITTER_TOP = 1.25  # the strongest variant generate.warp_jitter (0.25) draws at strength 1
+JITTER_TOP = 1.25  # the strongest variant the warp jitter (0.25) draws at strength 1
 
 
 @pytest.fixture(scope="module")
 def astronaut() -> tuple[np.ndarray, np.ndarray]:
     """scikit-image's astronaut photo (one frontal face) and its 68 landmarks."""
     rgb = data.astronaut()
-    points, how = warp.find_landmarks(rgb)
+    points, how = face_landmarks.find_landmarks(rgb)
     assert how == "detected"
     return rgb, points
 
 
 def _redetected(rgb: np.ndarray, expression: str, intensity: float = 1.0) -> np.ndarray:
     result = warp.warp_expression(rgb, expression, intensity)
-    return warp.find_landmarks(result.image)[0]
+    return face_landmarks.find_landmarks(result.image)[0]
 
 
 def test_smile_moves_mouth_corners_up_and_out(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
@@ -76,13 +78,13 @@ def test_displacement_follows_a_tilted_face(astronaut: tuple[np.ndarray, np.ndar
 def test_thin_plate_spline_interpolates_and_pins_the_border() -> None:
     src = np.array([[20.0, 20.0], [40.0, 25.0], [30.0, 45.0]])
     dst = src + np.array([[3.0, -2.0], [0.0, 0.0], [-1.0, 2.0]])
-    mapping = warp.thin_plate_spline(src, dst, (64, 64))
+    mapping = tps.thin_plate_spline(src, dst, (64, 64))
     for (sx, sy), (dx, dy) in zip(src, dst, strict=True):
         # The output pixel at dst shows the input pixel at src (to a grid-step's error).
         assert np.allclose(mapping[int(dy), int(dx)], (sx, sy), atol=0.3)
     assert np.allclose(mapping[0, 0], (0, 0), atol=0.05)
     assert np.allclose(mapping[63, 63], (63, 63), atol=0.05)
-    identity = warp.thin_plate_spline(src, src, (64, 64))
+    identity = tps.thin_plate_spline(src, src, (64, 64))
     grid = np.stack(np.meshgrid(np.arange(64), np.arange(64)), axis=-1)
     assert np.abs(identity - grid).max() < 1e-3
 
@@ -106,7 +108,7 @@ def test_small_aligned_crop_falls_back_to_the_crop_geometry(
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     crop = rgb[int(cy - side / 2) : int(cy + side / 2), int(cx - side / 2) : int(cx + side / 2)]
     tiny = np.ascontiguousarray(crop[::4, ::4])  # about 33 px: below HOG's reach, even upsampled
-    found, how = warp.find_landmarks(tiny)
+    found, how = face_landmarks.find_landmarks(tiny)
     assert how == "assumed"
     width = tiny.shape[1]
     assert (found[:, 0] > 0).all() and (found[:, 0] < width).all()
@@ -116,7 +118,7 @@ def test_small_aligned_crop_falls_back_to_the_crop_geometry(
 
 def test_backend_is_deterministic_per_seed(astronaut: tuple[np.ndarray, np.ndarray]) -> None:
     rgb = np.ascontiguousarray(astronaut[0][0:260, 100:330])
-    params = load_params(overrides={"generate.warp_jitter": 0.5}).generate
+    params = load_params(overrides={"generate.backends.warp.jitter": 0.5}).generate
     first = WarpGenerator(params).generate([Job(rgb, "smile", 7, "a"), Job(rgb, "smile", 8, "a")])
     again = WarpGenerator(params).generate([Job(rgb, "smile", 7, "a")])
     assert first[0].image is not None and again[0].image is not None
@@ -140,7 +142,7 @@ def closed_mouths(real_faces: RealFaces) -> list[tuple[dict[str, str], np.ndarra
     best: dict[str, tuple[float, dict[str, str], np.ndarray, np.ndarray]] = {}
     for row in read_manifest(real_faces.clean / "manifest.csv"):
         rgb = load_rgb(Path(row["path"]), 10**7)
-        points = warp.find_landmarks(rgb)[0]
+        points = face_landmarks.find_landmarks(rgb)[0]
         gap = float(np.abs(points[UPPER_INNER_LIP] - points[LOWER_INNER_LIP]).max())
         if row["label"] not in best or gap < best[row["label"]][0]:
             best[row["label"]] = (gap, row, rgb, points)
@@ -153,8 +155,11 @@ def _achieved(rgb: np.ndarray, out: np.ndarray) -> dict[str, Any]:
     The predictor runs in the source's face box, so only the change of the image moves
     the points. Returns per-landmark "up" and "out" moves and the moved distance.
     """
-    box, _ = warp.find_face_box(rgb)
-    before, after = warp.landmarks_in_box(rgb, box), warp.landmarks_in_box(out, box)
+    box, _ = face_landmarks.find_face_box(rgb)
+    before, after = (
+        face_landmarks.landmarks_in_box(rgb, box),
+        face_landmarks.landmarks_in_box(out, box),
+    )
     up, centre, unit = warp.face_axes(before)
     across = np.array([-up[1], up[0]])
     side = np.sign((before - centre) @ across)
@@ -236,7 +241,7 @@ def test_real_faces_neither_fold_nor_overshoot(
                 result = warp.warp_expression(rgb, expression, JITTER_TOP, landmarks)
                 assert result.intensity == JITTER_TOP  # real faces need no back-off
                 mapping = warp.expression_map(landmarks, result.moved, rgb.shape[:2])
-                assert warp.least_area_ratio(mapping) >= 0.3, expression
+                assert tps.least_area_ratio(mapping) >= 0.3, expression
                 height, width = rgb.shape[:2]
                 grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), axis=-1)
                 farthest = np.linalg.norm(mapping - grid, axis=-1).max()
@@ -248,7 +253,7 @@ def test_warped_real_faces_pass_the_identity_gate(
     closed_mouths: list[tuple[dict[str, str], np.ndarray, np.ndarray]],
 ) -> None:
     """generate.identity_threshold 0.5, with the face boxes generate gives the gate."""
-    gate = IdentityGate(load_embedder("dlib"), 0.5)
+    gate = IdentityGate(build_embedder(load_params().embed), 0.5)
     for row, rgb, points in closed_mouths:
         outs = [warp.warp_expression(rgb, e, JITTER_TOP, points).image for e in warp.EXPRESSIONS]
         distances = gate.distances(rgb, outs, face_box_in_crop(row, rgb.shape[0]))
@@ -263,9 +268,9 @@ def test_an_implausible_face_gets_a_weaker_move_not_a_fold(
     squeezed = points.copy()
     squeezed[MOUTH_CORNERS] = points[[4, 12]] + (points[[51]] - points[[4, 12]]) * 0.05
     full = warp.expression_map(squeezed, warp.move_landmarks(squeezed, "smile", 1.0), (160, 160))
-    assert warp.least_area_ratio(full) < 0  # what the full move would do
+    assert tps.least_area_ratio(full) < 0  # what the full move would do
     result = warp.warp_expression(rgb, "smile", 1.0, squeezed)
     assert 0 < result.intensity < 1.0
     assert result.applied()["requested_intensity"] == 1.0
     mapping = warp.expression_map(squeezed, result.moved, rgb.shape[:2])
-    assert warp.least_area_ratio(mapping) >= warp.MIN_AREA_RATIO
+    assert tps.least_area_ratio(mapping) >= warp.MIN_AREA_RATIO

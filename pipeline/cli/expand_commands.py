@@ -27,9 +27,9 @@ def generate(
     expressions: GENERATE.flag(str, "expressions", "Comma-separated, e.g. smile,frown") = None,
     variants: GENERATE.flag(int, "variants_per_image", "Variants per training image") = None,
     threshold: GENERATE.flag(float, "identity_threshold", "Identity distance limit") = None,
-    model: GENERATE.flag(str, "model", "Diffusion: hub id or local folder") = None,
-    checkpoint: GENERATE.flag(str, "checkpoint", "StarGAN generator checkpoint") = None,
-    device: GENERATE.device() = None,
+    model: opt.option(str | None, "Diffusion: hub id or local folder (backends.<b>.model)") = None,
+    checkpoint: opt.option(str | None, "StarGAN checkpoint (backends.stargan.checkpoint)") = None,
+    device: opt.option(str | None, f"{opt.DEVICES} (the chosen backend's device)") = None,
     seed: opt.SeedOpt = None,
     report: opt.ReportOpt = Path("reports/generate.json"),
     params: opt.ParamsOpt = None,
@@ -37,36 +37,37 @@ def generate(
 ) -> None:
     """Make expression variants of each training image; keep the same person.
 
-    Backends (`prep list generators`; their params are in the table below):
+    Backends (`prep list generators`), each with its own section `backends.<name>` in
+    the table below; only the chosen one counts (and, under DVC, only its edits rerun the
+    stage): `-s backends.warp.strength=1.5`.
 
     - **warp**: dlib's 68 landmarks moved, thin-plate-spline warp; CPU, no model
-      (warp_strength, warp_jitter, workers)
     - **stargan**: the StarGAN generator from a checkpoint file, e.g. RaFD's
-      (checkpoint, stargan_domains, stargan_size)
     - **instruct-pix2pix**: diffusers' InstructPix2Pix, an instruction per expression
-      (model, instructions, steps, guidance_scale, image_guidance_scale)
     - **img2img**: diffusers' image-to-image (SDEdit), a prompt per expression
-      (model, prompt, phrases, strength, steps, guidance_scale)
 
-    Diffusion: dtype, batch_size, diffusion_size, attention_slicing, vae_tiling,
-    cpu_offload. Several GPUs: `accelerate launch --multi_gpu --num_processes N -m
-    pipeline.cli generate ...` (or torchrun).
+    Several GPUs: `accelerate launch --multi_gpu --num_processes N -m pipeline.cli
+    generate ...` (or torchrun).
 
-    Each variant is embedded and kept only below identity_threshold; the others go to
-    rejects.csv as identity_lost, with the distance. Disabled (the default), it writes
-    an empty manifest.
+    Each variant is embedded with the `embed` section's embedder and kept only below
+    identity_threshold; the others go to rejects.csv as identity_lost, with the distance.
+    Disabled (the default), it writes an empty manifest.
     """
 
     from stages import generate as stage
 
     refuse_dvc_outputs(out, report)
     listed = [e.strip() for e in expressions.split(",") if e.strip()] if expressions else None
+    sets = list(set_ or [])
+    chosen = stage_params("generate", params, sets, backend=backend).generate.backend
+    for key, value in (("model", model), ("checkpoint", checkpoint), ("device", device)):
+        if value is not None:  # a flag for a backend's key means the chosen backend's
+            sets.append(f"backends.{chosen}.{key}={value}")
     p = stage_params(
-        "generate", params, set_, enabled=enabled, backend=backend, expressions=listed,
-        variants_per_image=variants, identity_threshold=threshold, model=model,
-        checkpoint=checkpoint, device=device, seed=seed,
+        "generate", params, sets, enabled=enabled, backend=backend, expressions=listed,
+        variants_per_image=variants, identity_threshold=threshold, seed=seed,
     )  # fmt: skip
-    finish(stage.run(p.generate, p.seed, split_manifest, out), report)
+    finish(stage.run(p.generate, p.embed, p.seed, split_manifest, out), report)
 
 
 @user_errors

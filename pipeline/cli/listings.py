@@ -13,8 +13,8 @@ import typer
 
 from pipeline.cli import options as opt
 from pipeline.cli.running import user_errors
-from pipeline.core.config import load_params
 from pipeline.core.errors import UserError
+from pipeline.core.params import load_params
 
 REGISTRIES = {  # kind -> (module, registry)
     "recipes": ("pipeline.components.recipes", "RECIPES"),

@@ -12,7 +12,7 @@ import typer
 
 from pipeline.cli import options as opt
 from pipeline.cli.running import finish, refuse_dvc_outputs, stage_params, user_errors
-from pipeline.core.config import parse_overrides
+from pipeline.core.params import parse_overrides
 
 TRAIN = opt.Section("train")
 EVALUATE = opt.Section("evaluate")

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.core.config import default_of, params_doc
+from pipeline.core.params import default_of, params_doc
 
 DEVICES = "auto | cpu | cuda | cuda:N | mps"
 

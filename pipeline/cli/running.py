@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import typer
 import yaml
 
-from pipeline.core.config import Params, load_params, parse_overrides
+from pipeline.core.config import Params
 from pipeline.core.errors import UserError
+from pipeline.core.params import load_params, parse_overrides
 from pipeline.core.registry import UnknownNameError
 from pipeline.core.report import StageReport
 
@@ -50,8 +51,10 @@ def stage_params(
 
 
 def _scoped(section: str, item: str) -> str:
-    key = item.partition("=")[0]
-    return item if "." in key or key == "seed" else f"{section}.{item}"
+    """``-s key=value`` is the stage's own key (nested ones too: ``backends.warp.strength``)
+    unless it starts with a section name or is a top-level key (``seed``)."""
+    first = item.partition("=")[0].split(".")[0].strip()
+    return item if first in Params.model_fields else f"{section}.{item}"
 
 
 def refuse_dvc_outputs(*paths: Path | None) -> None:

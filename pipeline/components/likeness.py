@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from pipeline.components.embedders import Embeddings
 from pipeline.core.crops import face_box_in_crop, valid_mask_of
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.rows import Box, FaceRow, ImageRow
+
+if TYPE_CHECKING:
+    from pipeline.components.embedders import Embeddings
 
 _HASH_SIDE = 32
 _ERODE = np.ones((5, 5), np.uint8)  # keep away from the edge between photo and padding

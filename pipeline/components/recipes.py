@@ -21,6 +21,7 @@ import random
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -163,84 +164,72 @@ def classic8() -> Recipe:
     return Classic8()
 
 
+@dataclass(frozen=True)
+class Strength:
+    """How far the transforms every face recipe starts with may go."""
+
+    affine: tuple[float, float, float, float]  # rotate (degrees), scale, shift, probability
+    contrast: tuple[float, float]  # brightness / contrast limit, probability
+    hsv: tuple[tuple[int, int, int], float]  # hue, saturation, value shifts; probability
+    gamma: tuple[tuple[int, int], float]  # gamma range (percent), probability
+
+
+LIGHT = Strength((5, 0.05, 0.03, 0.5), (0.1, 0.5), ((4, 10, 5), 0.3), ((90, 110), 0.2))
+MEDIUM = Strength((10, 0.1, 0.05, 0.7), (0.2, 0.6), ((8, 15, 10), 0.4), ((85, 115), 0.3))
+HEAVY = Strength((15, 0.15, 0.08, 0.8), (0.3, 0.7), ((12, 25, 15), 0.5), ((75, 130), 0.4))
+
+
+def _pose_and_light(alb: ModuleType, strength: Strength) -> list[Any]:
+    """Flip, a small turn / zoom / shift, and lighting: what every face recipe begins with."""
+    (hue, sat, val), hsv_p = strength.hsv
+    limit, contrast_p = strength.contrast
+    return [
+        alb.HorizontalFlip(p=0.5),
+        _affine(*strength.affine),
+        alb.RandomBrightnessContrast(brightness_limit=limit, contrast_limit=limit, p=contrast_p),
+        alb.HueSaturationValue(
+            hue_shift_limit=hue, sat_shift_limit=sat, val_shift_limit=val, p=hsv_p
+        ),
+        alb.RandomGamma(gamma_limit=strength.gamma[0], p=strength.gamma[1]),
+    ]
+
+
 @RECIPES.register("light", help="flip, small shift/scale/rotate, mild colour")
 def light() -> Recipe:
     alb = import_albumentations()
-
-    return AlbumentationsRecipe(
-        "light",
-        alb.Compose(
-            [
-                alb.HorizontalFlip(p=0.5),
-                _affine(rotate=5, scale=0.05, shift=0.03, p=0.5),
-                alb.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
-                alb.HueSaturationValue(
-                    hue_shift_limit=4, sat_shift_limit=10, val_shift_limit=5, p=0.3
-                ),
-                alb.RandomGamma(gamma_limit=(90, 110), p=0.2),
-            ],
-            p=1.0,
-        ),
-    )
+    return AlbumentationsRecipe("light", alb.Compose(_pose_and_light(alb, LIGHT), p=1.0))
 
 
 @RECIPES.register("medium", help="light + gamma, blur, noise, JPEG artefacts, CLAHE")
 def medium() -> Recipe:
     alb = import_albumentations()
-
-    return AlbumentationsRecipe(
-        "medium",
-        alb.Compose(
-            [
-                alb.HorizontalFlip(p=0.5),
-                _affine(rotate=10, scale=0.1, shift=0.05, p=0.7),
-                alb.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6),
-                alb.HueSaturationValue(
-                    hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.4
-                ),
-                alb.RandomGamma(gamma_limit=(85, 115), p=0.3),
-                _blur(p=0.25),
-                # Luminance noise, as from a phone sensor: a third of the samples of
-                # per-channel noise, which costs more than the rest of the recipe at 512 px.
-                alb.GaussNoise(std_range=(0.02, 0.05), per_channel=False, p=0.2),
-                alb.ImageCompression(quality_range=(60, 95), p=0.3),
-                alb.CLAHE(clip_limit=(1.0, 2.0), tile_grid_size=(8, 8), p=0.1),
-            ],
-            p=1.0,
-        ),
-    )
+    transforms = [
+        *_pose_and_light(alb, MEDIUM),
+        _blur(p=0.25),
+        # Luminance noise, as from a phone sensor: a third of the samples of
+        # per-channel noise, which costs more than the rest of the recipe at 512 px.
+        alb.GaussNoise(std_range=(0.02, 0.05), per_channel=False, p=0.2),
+        alb.ImageCompression(quality_range=(60, 95), p=0.3),
+        alb.CLAHE(clip_limit=(1.0, 2.0), tile_grid_size=(8, 8), p=0.1),
+    ]
+    return AlbumentationsRecipe("medium", alb.Compose(transforms, p=1.0))
 
 
 @RECIPES.register("heavy", help="medium, stronger, plus coarse dropout (occlusions)")
 def heavy() -> Recipe:
     alb = import_albumentations()
-
-    return AlbumentationsRecipe(
-        "heavy",
-        alb.Compose(
-            [
-                alb.HorizontalFlip(p=0.5),
-                _affine(rotate=15, scale=0.15, shift=0.08, p=0.8),
-                alb.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.7),
-                alb.HueSaturationValue(
-                    hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=15, p=0.5
-                ),
-                alb.RandomGamma(gamma_limit=(75, 130), p=0.4),
-                _blur(p=0.35, max_kernel=7),
-                alb.GaussNoise(std_range=(0.03, 0.08), p=0.3),
-                alb.ImageCompression(quality_range=(40, 90), p=0.4),
-                alb.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=0.2),
-                alb.CoarseDropout(
-                    num_holes_range=(1, 3),
-                    hole_height_range=(0.1, 0.25),
-                    hole_width_range=(0.1, 0.25),
-                    fill=0,
-                    p=0.4,
-                ),
-            ],
-            p=1.0,
+    transforms = [
+        *_pose_and_light(alb, HEAVY),
+        _blur(p=0.35, max_kernel=7),
+        alb.GaussNoise(std_range=(0.03, 0.08), p=0.3),
+        alb.ImageCompression(quality_range=(40, 90), p=0.4),
+        alb.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=0.2),
+        alb.CoarseDropout(
+            num_holes_range=(1, 3), hole_height_range=(0.1, 0.25),
+            hole_width_range=(0.1, 0.25), fill=0, p=0.4,
         ),
-    )
+    ]  # fmt: skip
+    return AlbumentationsRecipe("heavy", alb.Compose(transforms, p=1.0))
 
 
 def _affine(rotate: float, scale: float, shift: float, p: float) -> Any:

@@ -1,9 +1,11 @@
 """The interface every generative backend implements, and what they share.
 
-A backend is a class registered in ``GENERATORS``: built once from the
-``generate`` params (it loads its model then, and checks that it knows every
-requested expression), then called with batches of ``Job``s. Each job carries its
-own seed, so an output never depends on which batch or process made it.
+A backend is a ``Backend`` subclass, registered in ``GENERATORS`` by its name. It is
+built once from the ``generate`` params, of which it reads the shared keys
+(expressions) and its own section ``generate.backends.<name>`` only (it loads its
+model then, and checks that it knows every requested expression), then called with
+batches of ``Job``s. Each job carries its own seed, so an output never depends on
+which batch or process made it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,27 @@ class Generator(Protocol):
 GENERATORS: Registry[type[Generator]] = Registry("generator")
 
 
+class Backend:
+    """Base of the bundled generators: the class header names and registers the backend.
+
+    ``class WarpGenerator(Backend, name="warp", help="...", cpu_parallel=True)``; a
+    subclass without ``name`` (a shared base such as the diffusion one) is not registered.
+    """
+
+    name: ClassVar[str]
+    cpu_parallel: ClassVar[bool] = False
+
+    def __init_subclass__(
+        cls, *, name: str = "", help: str = "", cpu_parallel: bool | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if cpu_parallel is not None:
+            cls.cpu_parallel = cpu_parallel
+        if name:
+            cls.name = name
+            GENERATORS.register(name, help=help)(cls)
+
+
 class SlowDeviceWarning(UserWarning):
     """A diffusion job on the CPU is estimated to take long per image."""
 
@@ -88,7 +111,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.float32
     dtype = getattr(torch, name)
     if device.type == "cpu" and dtype == torch.float16:
-        raise UserError("generate.dtype float16 is not supported on the CPU; use auto or float32")
+        raise UserError("dtype float16 is not supported on the CPU; use auto or float32")
     return dtype
 
 

@@ -1,9 +1,9 @@
 """The identity gate: a variant that no longer looks like the person is worse than none.
 
-Source and variant are embedded with the identity embedder (the `embedders`
-registry; dlib's 128-d ResNet by default) and the variant is kept only when the
-Euclidean distance between the two is below the threshold. A variant in which
-the embedder finds no face has an infinite distance.
+Source and variant are embedded with the identity embedder: the one the ``embed``
+section configures, which clean judges identities with too (dlib's ResNet by default).
+The variant is kept only when the Euclidean distance between the two is below the
+threshold; a variant in which the embedder finds no face has an infinite distance.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import numpy as np
 
 from pipeline.components.identity import distances as pairwise
 from pipeline.core.crops import Box
-from pipeline.core.errors import UserError
 
 if TYPE_CHECKING:
     from pipeline.components.embedders import Embedder
@@ -50,12 +49,3 @@ class IdentityGate:
         if not np.isfinite(distance):
             return "no face found in the variant (or its source) by the identity embedder"
         return f"identity distance {distance:.4f} >= threshold {self.threshold}"
-
-
-def load_embedder(name: str) -> Embedder:
-    """The named embedder from the project's registry (`prep list embedders`)."""
-    try:
-        from pipeline.components.embedders import EMBEDDERS
-    except ImportError as err:
-        raise UserError(f"the identity gate needs pipeline.components.embedders: {err}") from None
-    return EMBEDDERS.get(name)()
