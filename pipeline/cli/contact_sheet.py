@@ -17,15 +17,13 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_bytes
-from pipeline.core.images import ImageError, encode_png, load_rgb
+from pipeline.core.images import MAX_PIXELS, ImageError, encode_png, load_rgb
 from pipeline.core.manifest import Row, read_manifest
 
 PAD = 4
 BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (200, 200, 200)  # stands in for an image that cannot be read
 TEXT = (0, 0, 0)
-# Thumbnails are small; refusing huge files keeps a sheet of raw photos cheap and safe.
-MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
