@@ -25,14 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.components import training
-from pipeline.components.backbones import get_backbone
+from pipeline.components.backbones import Backbone, get_backbone
 from pipeline.core.config import TrainParams
+from pipeline.core.crops import DEFAULT_FACE_FRACTION, centred_box
 from pipeline.core.files import sha256_file
 from pipeline.core.images import encode_jpeg
 from pipeline.core.manifest import write_manifest
@@ -72,7 +74,7 @@ def plain_loop_seconds(p: TrainParams, folder: Path, n_classes: int, workers: in
     size = p.image_size or backbone.input_size
     model, _ = train.build_model(p, backbone, size, n_classes)
     tf = transforms.Compose([
-        transforms.Resize((size, size)), transforms.ToTensor(),
+        *_aligning(backbone), transforms.Resize((size, size)), transforms.ToTensor(),
         transforms.Normalize(backbone.mean, backbone.std),
     ])  # fmt: skip
     loader = DataLoader(datasets.ImageFolder(str(folder), tf), batch_size=p.batch_size,
@@ -86,6 +88,20 @@ def plain_loop_seconds(p: TrainParams, folder: Path, n_classes: int, workers: in
             loss.backward()
             optimizer.step()
     return time.perf_counter() - start
+
+
+def _aligning(backbone: Backbone) -> list[Any]:
+    """The same face alignment the stage does (dlib's chip for dlib_resnet), so both sides
+    feed the network the same input and the comparison is of the loops alone."""
+    if backbone.aligner is None:
+        return []
+    align = backbone.aligner()
+
+    def chip(image: Image.Image) -> Image.Image:
+        rgb = np.asarray(image.convert("RGB"))
+        return Image.fromarray(align(rgb, centred_box(rgb.shape[0], DEFAULT_FACE_FRACTION)))
+
+    return [transforms.Lambda(chip)]
 
 
 def params(**train_overrides: Any) -> TrainParams:
@@ -103,6 +119,7 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0, help="plain loop DataLoader workers")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--backbone", help="default: params.yaml's train.backbone")
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,10 +134,11 @@ def main() -> None:
 
 def run_benchmarks(args: argparse.Namespace, work: Path, manifest: Path, n: int) -> dict:
     """Each measurement ``repeats`` times, interleaved, best kept (noise on shared cores)."""
-    tune = params(freeze=0, epochs=args.epochs)
-    probe = params(freeze="all", epochs=args.probe_epochs)
-    uncached = params(freeze="all", epochs=args.probe_epochs, cache_features=False)
-    stage_seconds(params(freeze="all", epochs=1), manifest, work)  # warm-up: imports, caches
+    chosen = {"backbone": args.backbone} if args.backbone else {}
+    tune = params(**chosen, freeze=0, epochs=args.epochs)
+    probe = params(**chosen, freeze="all", epochs=args.probe_epochs)
+    uncached = params(**chosen, freeze="all", epochs=args.probe_epochs, cache_features=False)
+    stage_seconds(params(**chosen, freeze="all", epochs=1), manifest, work)  # warm-up
     times: dict[str, list[float]] = {"plain": [], "stage": [], "cached": [], "uncached": []}
     for _ in range(args.repeats):
         times["plain"].append(plain_loop_seconds(tune, work / "faces", args.classes, args.workers))

@@ -25,12 +25,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from pipeline.components.recipes import Recipe, load_recipe
 from pipeline.core.config import AugmentParams
+from pipeline.core.crops import geometry_from_row
 from pipeline.core.errors import UserError
 from pipeline.core.files import (
     prepare_output_dir,
@@ -323,7 +325,27 @@ def _augment(
 ) -> tuple[bytes, AugmentedRow]:
     seed = derive_seed(worker.seed, job.sha256, variant)
     pixels, applied = worker.recipe.apply(image, seed, variant)
+    height, width = image.shape[:2]
     row = replace(
-        _derived(job), kind=Kind.AUGMENTED, recipe=worker.recipe.name, params=applied, seed=seed
+        _derived(job),
+        kind=Kind.AUGMENTED,
+        recipe=worker.recipe.name,
+        params=applied,
+        seed=seed,
+        blur=None,  # detect measured the source's pixels, not these
+        phash="",
+        **_moved_geometry(job.row, worker.recipe.moved(applied, width, height), height),
     )
     return encode_jpeg(pixels, worker.quality), row
+
+
+def _moved_geometry(source: GeneratedRow, moved: np.ndarray | None, size: int) -> dict[str, Any]:
+    """The variant's map from the photo: the source's, followed by the recipe's moves, so
+    the face box still finds the face in a flipped, turned variant (dlib's chip needs it);
+    unknown (the face taken as centred) when the recipe moved pixels in ways it cannot say."""
+    geometry = geometry_from_row(source, size)
+    if geometry is None:
+        return {}
+    if moved is None:
+        return {"crop_matrix": None, "source_size": None}
+    return geometry.then(moved).cells()

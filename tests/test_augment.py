@@ -14,10 +14,12 @@ from PIL import Image
 
 from pipeline.components.recipes import Classic8
 from pipeline.core.config import AugmentParams
+from pipeline.core.crops import face_box_in_crop
 from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_bytes
 from pipeline.core.images import decode, decode_rgb, encode_jpeg
-from pipeline.core.manifest import Row, read_manifest, write_manifest
+from pipeline.core.manifest import Row, read_manifest, read_rows, write_manifest
+from pipeline.core.rows import AugmentedRow
 from stages import augment
 
 MakeFolder = Callable[..., Path]
@@ -161,6 +163,27 @@ def test_manifest_input_uses_train_rows_and_carries_columns(
     assert {r["source"] for r in out} == {"photos/img0.jpg", "photos/img2.jpg"}
     assert {r["group"] for r in out} == {"g0", "g2"} and {r["split"] for r in out} == {"train"}
     assert (report.n_in, report.n_kept) == (2, 2)
+
+
+def test_an_augmented_face_box_follows_the_flip(in_tmp: Path, make_image_folder: MakeFolder):
+    """A crop whose face sits off centre (detect shifted the square inside the photo): in
+    a flipped variant the face box is mirrored with it, and detect's pixel measures, which
+    describe the source, are not carried over."""
+    raw = make_image_folder(classes=1, per_class=1)
+    crop = next((raw / "class0").glob("*.jpg"))
+    size = decode_rgb(crop.read_bytes(), 10**8).shape[0]
+    row = {"path": f"raw/class0/{crop.name}", "label": "class0", "split": "train",
+           "box": "[0,20,40,60]", "crop_matrix": "[[1,0,0],[0,1,0]]",
+           "source_size": f"[{size},{size}]", "blur": "55.0",
+           "phash": "ff00ff00ff00ff00"}  # fmt: skip
+    write_manifest(in_tmp / "split.csv", [row])
+    augment.run(params(factor=2), 0, in_tmp / "split.csv", in_tmp / "out")
+    original, flipped = read_rows(in_tmp / "out" / "manifest.csv", AugmentedRow)
+    assert flipped.params == {"hflip": True, "tozero": False, "blur": False}
+    assert face_box_in_crop(original, size) == pytest.approx((0, 20, 40, 60))
+    assert face_box_in_crop(flipped, size) == pytest.approx((size - 41, 20, size - 1, 60))
+    assert (original.blur, original.phash) == (55.0, row["phash"])
+    assert (flipped.blur, flipped.phash) == (None, "")
 
 
 def test_generated_rows_keep_their_kind(in_tmp: Path, make_image_folder: MakeFolder):

@@ -137,3 +137,44 @@ def test_albumentations_is_imported_without_torch() -> None:
         "assert importlib.util.find_spec('torch') is not None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _marked(seed: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """A dark 160 px square with one bright 3x3 dot, placed by ``seed``."""
+    image = np.full((160, 160, 3), 10, dtype=np.uint8)
+    x, y = 40 + seed * 7 % 80, 50 + seed * 11 % 60
+    image[y - 1 : y + 2, x - 1 : x + 2] = 255
+    return image, (x, y)
+
+
+def _dot(image: np.ndarray) -> tuple[float, float]:
+    weights = np.clip(image[..., 0].astype(float) - 128, 0, None)
+    ys, xs = np.indices(weights.shape)
+    return (xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()
+
+
+@pytest.mark.parametrize("name", ["classic8", "light"])  # medium: blur and noise hide the dot
+def test_moved_says_where_the_pixels_went(name: str) -> None:
+    """Flips and turns recorded in the params map a point to where it lands (the face box
+    of an augmented crop follows the face)."""
+    recipe = load_recipe(name)
+    misses, flips = [], 0
+    for seed in range(24):
+        image, (x, y) = _marked(seed)
+        out, applied = recipe.apply(image, seed, seed % 8 if name == "classic8" else 1)
+        moved = recipe.moved(applied, 160, 160)
+        assert moved is not None, applied
+        landed_x, landed_y = _dot(out)
+        expected_x, expected_y, _ = moved @ (x, y, 1)
+        misses.append(np.hypot(landed_x - expected_x, landed_y - expected_y))
+        flips += moved[0, 0] < 0
+    assert np.median(misses) < 0.5 and max(misses) < 4  # px; JPEG-free, interpolation only
+    assert 0 < flips < 24  # both flipped and unflipped variants were checked
+
+
+def test_moved_is_unknown_for_a_transform_it_cannot_follow() -> None:
+    alb = import_albumentations()
+    recipe = AlbumentationsRecipe("elastic", alb.Compose([alb.ElasticTransform(p=1.0)], p=1.0))
+    image, _ = _marked(0)
+    _, applied = recipe.apply(image, 0, 1)
+    assert recipe.moved(applied, 160, 160) is None

@@ -59,6 +59,11 @@ class Recipe(ABC):
     def apply(self, image: np.ndarray, seed: int, variant: int) -> tuple[np.ndarray, Any]:
         """Augment an HxWx3 uint8 RGB image; returns (image, JSON-safe applied params)."""
 
+    def moved(self, applied: Any, width: int, height: int) -> np.ndarray | None:
+        """Where ``applied`` moved the pixels of a ``width`` x ``height`` image: a 3x3 map
+        from input to output pixel coordinates, or None when the recipe cannot say."""
+        return None
+
     def replay(self, image: np.ndarray, params: Any) -> np.ndarray:
         """Reproduce an output from its recorded params, where the recipe allows it."""
         raise UserError(
@@ -100,6 +105,9 @@ class Classic8(Recipe):
         params = self.get_params(variant)
         return self.replay(image, params), params
 
+    def moved(self, applied: Any, width: int, height: int) -> np.ndarray:
+        return mirror(width) if applied["hflip"] else np.eye(3)
+
     def replay(self, image: np.ndarray, params: Any) -> np.ndarray:
         out = image
         if params["hflip"]:
@@ -137,6 +145,43 @@ class AlbumentationsRecipe(Recipe):
         result = self.compose(image=image)
         applied = [[name, json_safe(p)] for name, p in result.get("applied_transforms", [])]
         return np.ascontiguousarray(result["image"]), applied
+
+    def moved(self, applied: Any, width: int, height: int) -> np.ndarray | None:
+        """The product of each applied transform's map, from the recorded params; None as
+        soon as one moves pixels in a way not known here (a crop, an elastic warp)."""
+        alb = import_albumentations()
+        total = np.eye(3)
+        for name, params in applied:
+            step = _pixel_map(alb, name, params, width, height)
+            if step is None:
+                return None
+            total = step @ total
+        return total
+
+
+def _pixel_map(
+    alb: ModuleType, name: str, params: Any, width: int, height: int
+) -> np.ndarray | None:
+    from albumentations.augmentations.dropout.transforms import BaseDropout
+
+    cls = getattr(alb, name, None)
+    if not isinstance(cls, type):
+        return None
+    if issubclass(cls, alb.ImageOnlyTransform | BaseDropout):  # pixels change, not places
+        return np.eye(3)
+    if issubclass(cls, alb.HorizontalFlip):
+        return mirror(width)
+    matrix = np.asarray(params.get("matrix", ()), dtype=np.float64)
+    affine = matrix.shape == (3, 3) and np.allclose(matrix[2], (0, 0, 1))
+    keeps_size = list(params.get("output_shape", [height, width]))[:2] == [height, width]
+    if issubclass(cls, alb.Affine) and affine and keeps_size:
+        return matrix  # albumentations records it input -> output
+    return None
+
+
+def mirror(width: int) -> np.ndarray:
+    """A left-right flip of pixel columns: x -> width - 1 - x."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 def json_safe(value: Any) -> Any:

@@ -58,6 +58,12 @@ class CropGeometry:
         width, height = self.source_size
         return (src_x >= -0.5) & (src_x <= width - 0.5) & (src_y >= -0.5) & (src_y <= height - 0.5)
 
+    def then(self, moved: np.ndarray) -> CropGeometry:
+        """The map to an image made from this crop by ``moved`` (3x3, crop -> new pixels),
+        e.g. an augmentation's flip and turn: the face box and padding follow the pixels."""
+        matrix = (moved @ np.vstack([self.matrix, [0.0, 0.0, 1.0]]))[:2]
+        return CropGeometry(matrix, self.source_size, self.size)
+
     def cells(self) -> dict[str, object]:
         """The row fields that record it: ``crop_matrix`` and ``source_size``."""
         matrix = tuple(tuple(round(float(v), 6) for v in row) for row in self.matrix)
