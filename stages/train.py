@@ -262,7 +262,8 @@ def _make_loop(
     prepare = nn.Identity() if cached else Normalize(backbone.mean, backbone.std).to(device)
     # Every parameter, frozen ones too: they get no gradient and the optimiser skips them, so
     # warm-up only has to toggle requires_grad.
-    groups = param_groups(net, model.head, p)
+    scratch = not backbone.pretrained and not p.weights  # a random trunk is as new as the head
+    groups = param_groups(net, model.head, p, 1.0 if scratch else None)
     return Loop(
         net=net, prepare=prepare, optimizer=make_optimizer(groups, p),
         scaler=torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=p.amp),

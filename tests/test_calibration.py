@@ -22,6 +22,15 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels() -> None
     assert fit_temperature(np.empty((0, 5)), np.empty(0, dtype=np.int64)) == 1.0
 
 
+def test_a_few_rows_all_right_do_not_make_the_model_certain() -> None:
+    """5 validation rows, all right: plain NLL would send T to its bound (confidence 1.0);
+    the smoothed fit stops near the rule of succession's 6 / 7."""
+    logits = np.eye(5) * 2.0 + 0.1  # right, but flat: softmax gives 0.29 to the true class
+    t = fit_temperature(logits, np.arange(5))
+    confidence = softmax(logits, t).max(axis=1)
+    assert confidence.min() > 0.8 and confidence.max() < 0.95
+
+
 def test_ece_and_nll_on_known_cases() -> None:
     labels = np.array([0, 1, 0, 1])
     sure_right = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])

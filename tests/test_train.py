@@ -279,6 +279,15 @@ def test_param_groups_give_the_trunk_a_fraction_of_the_rate_and_vectors_no_decay
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
     head_only = optimizers.param_groups(model.head, model.head, p)  # cached features: no trunk
     assert {g["name"] for g in head_only} == {"head"}
+    scratch = optimizers.param_groups(model, model.head, p, trunk_lr_factor=1.0)
+    assert {g["lr"] for g in scratch} == {0.01}
+
+
+def test_a_trunk_trained_from_scratch_learns_at_the_heads_rate() -> None:
+    p = params(backbone="small_cnn", freeze=0, epochs=1, head_warmup_epochs=0)
+    loop = train._make_loop(p, build_model(p, get_backbone("small_cnn"), 32, 3)[0], False,
+                            get_backbone("small_cnn"), 3, torch.device("cpu"), 0)  # fmt: skip
+    assert {g["lr"] for g in loop.optimizer.param_groups} == {p.lr}
 
 
 def test_the_trunk_rate_ramps_up_after_unfreezing() -> None:

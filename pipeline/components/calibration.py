@@ -22,21 +22,31 @@ ECE_BINS = 15  # Guo et al.'s choice; the expected calibration error depends on 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The ``T`` minimising the NLL of ``softmax(logits / T)``; 1.0 without rows to fit on.
 
-    The NLL is convex in ``1 / T``, so it has one minimum along ``log T`` too: a golden-section
-    search over ``log T`` in ``T_RANGE`` finds it to ~1e-6 in 40 evaluations.
+    The targets are smoothed by ``1 / (n + 2)`` (Laplace's rule of succession): a few
+    validation rows all classified right would otherwise drive ``T`` to 0 and every
+    confidence to 1, a certainty that n rows cannot show. With many rows it is plain
+    temperature scaling. The loss is convex in ``1 / T``, so it has one minimum along
+    ``log T`` too: a golden-section search over ``log T`` in ``T_RANGE`` finds it.
     """
     if len(labels) == 0:
         return 1.0
     logits = np.asarray(logits, dtype=np.float64)
+    n, k = logits.shape
+    smooth = 1.0 / (n + 2)
+    targets = np.full((n, k), smooth / k)
+    targets[np.arange(n), labels] += 1.0 - smooth
 
-    def nll(log_t: float) -> float:
-        return negative_log_likelihood(softmax(logits, math.exp(log_t)), labels)
+    def loss(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-(targets * log_p).sum(axis=1).mean())
 
     low, high = (math.log(t) for t in T_RANGE)
     ratio = (math.sqrt(5) - 1) / 2
     for _ in range(40):
         a, b = high - ratio * (high - low), low + ratio * (high - low)
-        low, high = (low, b) if nll(a) <= nll(b) else (a, high)
+        low, high = (low, b) if loss(a) <= loss(b) else (a, high)
     return math.exp((low + high) / 2)
 
 
@@ -53,7 +63,7 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) == 0:
         return math.nan
     true = probs[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(true, 1e-12, 1.0)).mean())
+    return float(-np.log(np.clip(true, 1e-12, 1.0)).mean()) + 0.0  # + 0.0: never -0.0
 
 
 def expected_calibration_error(

@@ -17,7 +17,9 @@ from torch import nn
 from pipeline.core.config import TrainParams
 
 
-def param_groups(net: nn.Module, head: nn.Module, p: TrainParams) -> list[dict[str, Any]]:
+def param_groups(
+    net: nn.Module, head: nn.Module, p: TrainParams, trunk_lr_factor: float | None = None
+) -> list[dict[str, Any]]:
     """Optimiser groups: the head at ``lr``, the trunk at ``lr * trunk_lr_factor``; no weight
     decay on vectors (biases, BatchNorm / dlib affine scales and shifts).
 
@@ -27,13 +29,15 @@ def param_groups(net: nn.Module, head: nn.Module, p: TrainParams) -> list[dict[s
     scale towards zero only shrinks a layer's output, never regularises it. Empty groups are
     left out (a head trained on cached features has no trunk). Frozen parameters are in the
     groups too: they get no gradient, so the optimiser skips them until they unfreeze.
+    ``trunk_lr_factor`` overrides ``p.trunk_lr_factor`` (1.0 for a trunk trained from scratch).
     """
     head_ids = {id(q) for q in head.parameters()}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for q in net.parameters():
         part = "head" if id(q) in head_ids else "trunk"
         groups.setdefault((part, q.ndim > 1), []).append(q)
-    rate = {"head": p.lr, "trunk": p.lr * p.trunk_lr_factor}
+    factor = p.trunk_lr_factor if trunk_lr_factor is None else trunk_lr_factor
+    rate = {"head": p.lr, "trunk": p.lr * factor}
     return [
         {"params": qs, "name": part, "lr": rate[part], "weight_decay": p.weight_decay * decay}
         for (part, decay), qs in sorted(groups.items())
