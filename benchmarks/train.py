@@ -31,7 +31,7 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.components import training
+from pipeline.components import optimizers
 from pipeline.components.backbones import Backbone, get_backbone
 from pipeline.core.config import TrainParams
 from pipeline.core.crops import DEFAULT_FACE_FRACTION, centred_box
@@ -79,7 +79,7 @@ def plain_loop_seconds(p: TrainParams, folder: Path, n_classes: int, workers: in
     ])  # fmt: skip
     loader = DataLoader(datasets.ImageFolder(str(folder), tf), batch_size=p.batch_size,
                         shuffle=True, num_workers=workers)  # fmt: skip
-    optimizer = training.make_optimizer([q for q in model.parameters() if q.requires_grad], p)
+    optimizer = optimizers.make_optimizer(optimizers.param_groups(model, model.head, p), p)
     model.train()
     for _ in range(p.epochs):
         for images, labels in loader:

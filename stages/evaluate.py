@@ -1,8 +1,10 @@
 """evaluate: score the trained model on the split's test rows.
 
 Writes, under ``out`` (``metrics/`` in the pipeline):
-- ``test.json``: accuracy, macro-F1, top-k accuracy, per-class accuracy (DVC metrics);
-- ``predictions.csv``: one row per test image (actual, predicted, confidence), which
+- ``test.json``: accuracy, macro-F1, top-k accuracy, per-class accuracy, and calibration:
+  expected calibration error and NLL with the temperature train fitted on the val rows
+  (``ece``, ``nll``) and without it (``*_uncalibrated``) (DVC metrics);
+- ``predictions.csv``: one row per test image (actual, predicted, calibrated confidence), which
   ``dvc plots show`` renders as a confusion matrix (dvc.yaml's ``confusion`` template);
 - ``mistakes.png``: a contact sheet of the most confident mistakes, the quickest way to see
   whether errors are label noise, bad crops or genuinely hard faces.
@@ -23,6 +25,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.components.backbones import Aligner
+from pipeline.components.calibration import (
+    expected_calibration_error,
+    negative_log_likelihood,
+    softmax,
+)
 from pipeline.components.classifier import Normalize, load_images, load_model
 from pipeline.core.config import EvaluateParams
 from pipeline.core.devices import resolve_device
@@ -39,7 +46,8 @@ STAGE = "evaluate"
 @dataclass
 class Predictions:
     labels: np.ndarray  # (N,) true class index
-    probs: np.ndarray  # (N, C) softmax
+    probs: np.ndarray  # (N, C) softmax of logits / temperature: what every output uses
+    logits: np.ndarray | None = None  # (N, C), for calibration without the temperature
 
 
 # --- metrics (pure) ---------------------------------------------------------------------
@@ -81,10 +89,24 @@ def compute_metrics(pred: Predictions, classes: Sequence[str], top_k: int) -> di
         "accuracy": float((predicted == pred.labels).mean()),
         "macro_f1": macro_f1(matrix),
         f"top{k}_accuracy": top_k_accuracy(pred.labels, pred.probs, k),
+        **calibration_metrics(pred),
         "n_test": len(pred.labels),
         "n_classes": len(classes),
         "per_class_accuracy": per_class,
     }
+
+
+def calibration_metrics(pred: Predictions) -> dict[str, float]:
+    """ECE and NLL of the probabilities used, and of the raw softmax when logits are known."""
+    metrics = {
+        "ece": expected_calibration_error(pred.probs, pred.labels),
+        "nll": negative_log_likelihood(pred.probs, pred.labels),
+    }
+    if pred.logits is not None:
+        raw = softmax(pred.logits)
+        metrics["ece_uncalibrated"] = expected_calibration_error(raw, pred.labels)
+        metrics["nll_uncalibrated"] = negative_log_likelihood(raw, pred.labels)
+    return {k: round(v, 6) for k, v in metrics.items()}
 
 
 # --- the stage --------------------------------------------------------------------------
@@ -101,6 +123,7 @@ def run(params: EvaluateParams, model_dir: Path, split_manifest: Path, out: Path
     normalize = Normalize(meta["mean"], meta["std"])
     pred = predict(model, normalize, rows, classes, meta, params, align)
     metrics = compute_metrics(pred, classes, params.top_k)
+    metrics["temperature"] = pred_temperature(meta)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "test.json", json.dumps(metrics, indent=2) + "\n")
     write_predictions(out / "predictions.csv", rows, pred, classes)
@@ -120,14 +143,20 @@ def predict(
     device = resolve_device(params.device)
     model.to(device).eval()
     normalize.to(device)
-    probs = []
+    logits = []
     with torch.inference_mode():
         for start in range(0, len(rows), params.batch_size):
             chunk = rows[start : start + params.batch_size]
             images = load_images(chunk, meta["image_size"], align).to(device)
-            probs.append(torch.softmax(model(normalize(images)).float(), dim=1).cpu().numpy())
+            logits.append(model(normalize(images)).float().cpu().numpy())
     labels = np.array([index[r.label] for r in rows], dtype=np.int64)
-    return Predictions(labels, np.concatenate(probs))
+    raw = np.concatenate(logits)
+    return Predictions(labels, softmax(raw, pred_temperature(meta)), raw)
+
+
+def pred_temperature(meta: dict[str, Any]) -> float:
+    """The temperature train fitted on the val rows (1.0 for a model saved before it did)."""
+    return float(meta.get("temperature", 1.0))
 
 
 def write_predictions(

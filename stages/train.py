@@ -16,6 +16,7 @@ curves and summary under ``<live>/``.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from pipeline.components.backbones import (
     Aligner,
@@ -32,6 +34,7 @@ from pipeline.components.backbones import (
     freeze_layers,
     get_backbone,
 )
+from pipeline.components.calibration import fit_temperature
 from pipeline.components.classifier import (
     Classifier,
     Normalize,
@@ -39,18 +42,22 @@ from pipeline.components.classifier import (
     count_trainable,
     frozen_count,
     load_images,
+    load_trunk,
+    own_trunk_state,
     save_model,
 )
+from pipeline.components.optimizers import make_optimizer, param_groups
 from pipeline.components.training import (
     Data,
     History,
     Loop,
     autocast,
     batches,
+    collapse_warning,
     fit,
     imprint_head,
-    make_optimizer,
     n_layers,
+    predict_logits,
     progress,
     summarize,
 )
@@ -123,14 +130,23 @@ def extract_features(
 def build_model(
     p: TrainParams, backbone: Backbone, size: int, n_classes: int
 ) -> tuple[Classifier, int]:
-    """The classifier with the trunk's first layers fixed; returns (model, layers fixed)."""
+    """The classifier with the trunk's first layers fixed; returns (model, layers fixed).
+
+    ``train.weights`` is a backbone state dict, or a model this project trained: then its
+    trunk starts this one and the head is new (another class set may follow).
+    """
     weights = Path(p.weights) if p.weights else None
     if not backbone.pretrained and weights is None and p.freeze != 0:
         raise UserError(
             f"backbone {backbone.name!r} has no pretrained weights: use freeze: 0, or give "
             "train.weights to fine-tune from a file"
         )
-    trunk, dim = build_trunk(backbone, size, weights)
+    own = own_trunk_state(weights, backbone) if weights else None
+    if own is None:
+        trunk, dim = build_trunk(backbone, size, weights)
+    else:
+        trunk, dim = build_trunk(backbone, size, pretrained=False)
+        load_trunk(trunk, own, weights)  # type: ignore[arg-type]
     n_frozen = frozen_count(p.freeze, len(freeze_layers(trunk)))
     apply_freeze(trunk, n_frozen)
     return Classifier(trunk, dim, n_classes), n_frozen
@@ -186,17 +202,31 @@ def run(
     prepare_output_dir(out, marker="model.json")
     with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False) as live:
         history = fit(loop, model, n_frozen, train, val, live)
+        temperature = _temperature(params, loop, val)
         extra = {"trainable_params": count_trainable(model), "frozen_layers": n_frozen,
-                 "n_train": len(train), "n_val": len(val)}  # fmt: skip
+                 "n_train": len(train), "n_val": len(val), "temperature": temperature}  # fmt: skip
         summary = summarize(history, extra)
         for name, value in summary.items():
             live.log_metric(name, value, plot=False)
+    warning = collapse_warning(history)
+    if warning:
+        tqdm.write(f"warning: {warning}", file=sys.stderr)
     meta = {"backbone": backbone.name, "image_size": size, "classes": classes,
             "mean": backbone.mean, "std": backbone.std, "freeze": params.freeze,
-            "frozen_layers": n_frozen, "best_epoch": summary["best_epoch"]}  # fmt: skip
+            "frozen_layers": n_frozen, "best_epoch": summary["best_epoch"],
+            "temperature": temperature}  # fmt: skip
     save_model(out, model.cpu(), meta)
     spent = runtime(history, time.perf_counter() - start, feature_s, device)
     return StageReport.from_rows(STAGE, len(train_rows), train_rows, [], runtime=spent, **summary)
+
+
+def _temperature(p: TrainParams, loop: Loop, val: Data) -> float:
+    """Softmax temperature fitted on the validation rows (the kept epoch's weights); 1.0 when
+    calibration is off or there are no validation rows."""
+    if not p.calibrate or len(val) == 0:
+        return 1.0
+    logits = predict_logits(loop, val).cpu().numpy()
+    return round(fit_temperature(logits, val.y.numpy()), 4)
 
 
 def _use_cache(p: TrainParams, model: Classifier, n_frozen: int) -> bool:
@@ -230,11 +260,12 @@ def _make_loop(
 ) -> Loop:  # fmt: skip
     net: nn.Module = model.head if cached else model
     prepare = nn.Identity() if cached else Normalize(backbone.mean, backbone.std).to(device)
-    # Every parameter that is trainable after warm-up: frozen ones get no gradient and are
-    # skipped by the optimiser, so warm-up only has to toggle requires_grad.
-    params = [q for q in net.parameters() if q.requires_grad]
+    # Every parameter, frozen ones too: they get no gradient and the optimiser skips them, so
+    # warm-up only has to toggle requires_grad.
+    scratch = not backbone.pretrained and not p.weights  # a random trunk is as new as the head
+    groups = param_groups(net, model.head, p, 1.0 if scratch else None)
     return Loop(
-        net=net, prepare=prepare, optimizer=make_optimizer(params, p),
+        net=net, prepare=prepare, optimizer=make_optimizer(groups, p),
         scaler=torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=p.amp),
         n_classes=n_classes, device=device, p=p,
         generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed),

@@ -65,6 +65,27 @@ def test_evaluate_writes_metrics_predictions_and_mistakes(in_tmp: Path) -> None:
     assert correct / 6 == pytest.approx(metrics["accuracy"])
     with Image.open("metrics/mistakes.png") as sheet:
         assert sheet.width == 8 * 48
+    assert metrics["ece"] >= 0 and metrics["nll"] > 0 and "nll_uncalibrated" in metrics
+
+
+def test_confidences_use_the_temperature_train_fitted(in_tmp: Path) -> None:
+    """predictions.csv's confidences are softmax(logits / T) with model.json's temperature."""
+    split = _trained(Path("data"))
+    meta_path = Path("models/model.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["temperature"] > 0  # fitted on the val rows
+    p = load_params().evaluate
+    confidences = {}
+    for temperature in (1.0, 4.0):
+        meta_path.write_text(json.dumps({**meta, "temperature": temperature}))
+        evaluate.run(p, Path("models"), split, Path(f"m{temperature}"))
+        with Path(f"m{temperature}/predictions.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        confidences[temperature] = [float(r["confidence"]) for r in rows]
+        metrics = json.loads(Path(f"m{temperature}/test.json").read_text())
+        assert metrics["temperature"] == temperature
+    hot, cold = confidences[4.0], confidences[1.0]
+    assert all(h < c for h, c in zip(hot, cold, strict=True))  # a higher T flattens
 
 
 def test_test_rows_of_unknown_classes_are_an_error(in_tmp: Path) -> None:

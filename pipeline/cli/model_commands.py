@@ -85,7 +85,8 @@ def train(
     m = result.extra
     typer.echo(
         f"best val acc {m.get('best_val_acc', float('nan')):.3f} at epoch {m['best_epoch']} "
-        f"(rise epoch {m.get('rise_epoch', '-')}), {result.runtime['images_per_s']} images/s; "
+        f"(final {m.get('final_val_acc', float('nan')):.3f}, rise epoch "
+        f"{m.get('rise_epoch', '-')}), {result.runtime['images_per_s']} images/s; "
         f"model in {out}/"
     )
 

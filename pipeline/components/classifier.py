@@ -73,6 +73,40 @@ def load_model(folder: Path) -> tuple[Classifier, Backbone, dict[str, Any]]:
     return model.eval(), backbone, meta
 
 
+def own_trunk_state(path: Path, backbone: Backbone) -> dict[str, Any] | None:
+    """The trunk of a model ``save_model`` wrote (its folder or its ``model.pt``), to start a
+    new classifier from: the head is dropped, since the new class set needs a new one.
+
+    None when ``path`` is some other weights file (a plain backbone state dict). A model of
+    another backbone is refused by name when its ``model.json`` is beside it.
+    """
+    file = path / MODEL_FILE if path.is_dir() else path
+    if path.is_dir() and not (path / META_FILE).is_file():
+        raise UserError(f"{path}/ holds no model prep trained ({META_FILE} missing)")
+    state = load_state_dict(file, "starting model")
+    if not state or not all(k.startswith(("trunk.", "head.")) for k in state):
+        return None
+    meta_path = file.parent / META_FILE
+    if meta_path.is_file():
+        trained_on = json.loads(meta_path.read_text(encoding="utf-8")).get("backbone")
+        if trained_on != backbone.name:
+            raise UserError(
+                f"{file} is a {trained_on!r} model; train.backbone is {backbone.name!r}: "
+                f"set train.backbone={trained_on} to start from it"
+            )
+    return {k.removeprefix("trunk."): v for k, v in state.items() if k.startswith("trunk.")}
+
+
+def load_trunk(trunk: nn.Module, state: dict[str, Any], origin: Path) -> None:
+    """Load ``own_trunk_state``'s weights; any missing or extra tensor is an error."""
+    result = trunk.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(
+            f"{origin} does not fit this backbone: missing {result.missing_keys[:4]}, "
+            f"unexpected {result.unexpected_keys[:4]}"
+        )
+
+
 def frozen_count(freeze: Freeze, n_layers: int) -> int:
     """How many leading layers ``freeze`` fixes: ``all``, an int count, or a fraction in (0, 1]."""
     if freeze == "all":

@@ -1,4 +1,4 @@
-"""The training loop's parts: epochs with mixup, head warm-up, schedules, early stopping.
+"""The training loop's parts: epochs with mixup, head warm-up, early stopping, collapse check.
 
 What ``stages/train.py`` runs, kept apart from the stage's files and manifests so each piece
 is testable alone: ``fit`` trains a ``Loop`` (the net, its input preparation, optimiser and
@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.components.backbones import freeze_layers
 from pipeline.components.classifier import Classifier, apply_freeze, set_train_mode
+from pipeline.components.optimizers import Ramp, make_schedule
 from pipeline.core.config import TrainParams
 from pipeline.core.errors import UserError
 from pipeline.core.progress import track
@@ -74,6 +75,7 @@ class EarlyStopping:
 class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    warmup_epochs: int = 0  # epochs that trained the head alone before the trunk
     train_images: int = 0
     train_seconds: float = 0.0
 
@@ -142,28 +144,6 @@ def imprint_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, 
         head.bias.zero_()
 
 
-def make_optimizer(params: Sequence[nn.Parameter], p: TrainParams) -> torch.optim.Optimizer:
-    if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    if p.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay
-        )
-    return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
-
-
-def make_schedule(
-    optimizer: torch.optim.Optimizer, p: TrainParams
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch: constant, cosine to zero at the last epoch, or steps."""
-    if p.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs)
-    if p.schedule == "step":
-        milestones = sorted({max(1, round(f * p.epochs)) for f in p.step_at})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=p.step_gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
 @dataclass
 class Loop:
     """What one epoch needs: the trainable net, input preparation, optimiser, randomness."""
@@ -177,9 +157,29 @@ class Loop:
     p: TrainParams
     generator: torch.Generator
     rng: np.random.Generator
+    ramp: Ramp = field(default_factory=lambda: Ramp(0))
 
 
-def train_epoch(loop: Loop, data: Data, desc: str) -> EpochStats:
+def optimizer_step(loop: Loop, loss: torch.Tensor, trunk_trains: bool) -> None:
+    """Backward, clip the gradient norm, step with the trunk's rate scaled by the ramp."""
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.scaler.scale(loss).backward()
+    if loop.p.grad_clip > 0:
+        loop.scaler.unscale_(loop.optimizer)
+        nn.utils.clip_grad_norm_(loop.net.parameters(), loop.p.grad_clip)
+    trunk = [g for g in loop.optimizer.param_groups if g.get("name") == "trunk"]
+    rates = [g["lr"] for g in trunk]
+    factor = loop.ramp.factor() if trunk_trains else 1.0
+    for group in trunk:
+        group["lr"] *= factor
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    for group, rate in zip(trunk, rates, strict=True):
+        group["lr"] = rate  # the schedule owns the rate; the ramp only scales this step
+    loop.ramp.done += int(trunk_trains)
+
+
+def train_epoch(loop: Loop, data: Data, desc: str, trunk_trains: bool = False) -> EpochStats:
     p, start = loop.p, time.perf_counter()
     set_train_mode(loop.net)
     order = torch.randperm(len(data), generator=loop.generator)
@@ -192,10 +192,7 @@ def train_epoch(loop: Loop, data: Data, desc: str) -> EpochStats:
         with autocast(loop.device, p.amp):
             logits = loop.net(x)
             loss = nnf.cross_entropy(logits.float(), target, label_smoothing=p.label_smoothing)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loop.scaler.scale(loss).backward()
-        loop.scaler.step(loop.optimizer)
-        loop.scaler.update()
+        optimizer_step(loop, loss, trunk_trains)
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == hard).sum())
     n = len(data)
@@ -206,17 +203,21 @@ def validate(loop: Loop, data: Data) -> EpochStats:
     """Mean loss (no smoothing, no mixup) and accuracy; NaN when there is no validation set."""
     if len(data) == 0:
         return EpochStats(math.nan, math.nan)
+    logits, y = predict_logits(loop, data), data.y.to(loop.device)
+    loss = nnf.cross_entropy(logits, y).item()
+    return EpochStats(loss, int((logits.argmax(1) == y).sum()) / len(data), len(data))
+
+
+def predict_logits(loop: Loop, data: Data) -> torch.Tensor:
+    """The net's float logits for every input of ``data``, in eval mode, without gradients."""
     loop.net.eval()
-    total_loss, correct = 0.0, 0
+    out = []
     with torch.inference_mode():
         for idx in batches(torch.arange(len(data)), loop.p.batch_size):
             x = loop.prepare(data.x[idx].to(loop.device))
-            y = data.y[idx].to(loop.device)
             with autocast(loop.device, loop.p.amp):
-                logits = loop.net(x).float()
-            total_loss += nnf.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
-    return EpochStats(total_loss / len(data), correct / len(data), len(data))
+                out.append(loop.net(x).float())
+    return torch.cat(out) if out else torch.empty((0, loop.n_classes), device=loop.device)
 
 
 def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, live: Any) -> History:
@@ -225,11 +226,14 @@ def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, li
     schedule = make_schedule(loop.optimizer, p)
     stopper = EarlyStopping(p.early_stopping_patience if len(val) else 0)
     best_state = _snapshot(loop.net)  # only what trains: the head alone on cached features
-    warmup = p.head_warmup_epochs if loop.net is model and n_frozen < n_layers(model) else 0
+    trunk_trains = loop.net is model and n_frozen < n_layers(model)
+    history.warmup_epochs = warmup = p.head_warmup_epochs if trunk_trains else 0
+    loop.ramp = Ramp(p.unfreeze_ramp_epochs * len(batches(torch.arange(len(train)), p.batch_size)))
     for epoch in range(1, p.epochs + 1):
         apply_freeze(model.trunk, n_layers(model) if epoch <= warmup else n_frozen)
-        lr = loop.optimizer.param_groups[0]["lr"]
-        stats = train_epoch(loop, train, f"epoch {epoch}/{p.epochs}")
+        lr = loop.optimizer.param_groups[0]["lr"]  # the head's (groups sort it first)
+        desc = f"epoch {epoch}/{p.epochs}"
+        stats = train_epoch(loop, train, desc, trunk_trains and epoch > warmup)
         schedule.step()
         checked = validate(loop, val)
         history.train_images += stats.images
@@ -248,6 +252,33 @@ def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, li
     return history
 
 
+COLLAPSE_DROP = 0.05  # a final epoch this far below the best one is a collapse, not noise
+
+
+def collapse_warning(history: History) -> str | None:
+    """Why the run's last epoch is suspect: far below its best, or below the head warm-up.
+
+    Early stopping keeps the best epoch, so a run that diverged later still reports a good
+    best accuracy; this says so instead of hiding it.
+    """
+    val_acc = [e["val/acc"] for e in history.epochs if not math.isnan(e["val/acc"])]
+    if not val_acc:
+        return None
+    best, final = max(val_acc), val_acc[-1]
+    warm = val_acc[: history.warmup_epochs]
+    if warm and final < max(warm) - 1e-9:
+        return (
+            f"final val acc {final:.3f} is below the head warm-up's {max(warm):.3f}: "
+            "fine-tuning the trunk made it worse (lower train.lr or train.trunk_lr_factor)"
+        )
+    if final < best - COLLAPSE_DROP:
+        return (
+            f"final val acc {final:.3f} is far below the best {best:.3f} (epoch "
+            f"{history.best_epoch}, the model kept): training diverged or overfitted"
+        )
+    return None
+
+
 def summarize(history: History, extra: dict[str, Any]) -> dict[str, Any]:
     """DVCLive summary metrics: best / final validation accuracy, rise epoch, epochs run.
 
@@ -258,6 +289,7 @@ def summarize(history: History, extra: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "best_val_acc": max(val_acc) if val_acc else None,
         "final_val_acc": val_acc[-1] if val_acc else None,
+        "warmup_val_acc": max(val_acc[: history.warmup_epochs], default=None),
         "best_epoch": history.best_epoch,
         "rise_epoch": rise_epoch(val_acc),
         "epochs_run": len(history.epochs),

@@ -223,6 +223,13 @@ class TrainParams(Section):
     )
     optimizer: Literal["sgd", "adam", "rmsprop"]
     lr: float = Field(gt=0.0, le=10.0)
+    trunk_lr_factor: float = Field(
+        gt=0.0, le=1.0, description="the trunk's learning rate = lr x this (the head's = lr)"
+    )
+    unfreeze_ramp_epochs: float = Field(
+        ge=0.0, description="the trunk's rate rises linearly from 0 over this many epochs"
+    )
+    grad_clip: float = Field(ge=0.0, description="max gradient norm per step; 0 = off")
     momentum: float = Field(ge=0.0, lt=1.0)
     weight_decay: float = Field(ge=0.0)
     schedule: Literal["constant", "cosine", "step"]
@@ -240,6 +247,7 @@ class TrainParams(Section):
     device: str
     amp: bool
     max_memory_gb: float = Field(gt=0.0, description="decoded training images held in memory")
+    calibrate: bool = Field(description="fit a softmax temperature on the validation rows")
 
     @field_validator("freeze", mode="before")
     @classmethod
