@@ -88,18 +88,19 @@ def test_local_engine_writes_in_place_and_a_diversion_collects_instead(in_tmp: P
     assert not Path("g.bin").exists()
 
 
-def test_a_worker_that_cannot_see_the_workspace_refuses_clearly(tmp_path: Path) -> None:
+def test_a_worker_that_cannot_see_the_workspace_refuses_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path.parent)  # restored afterwards: the check moves into the folder
     (tmp_path / "params.yaml").write_text("a: 1\n")
     view = engines.workspace_view(tmp_path)
-    here = engines._Map(abs, None, "k", str(tmp_path), view)
-    engines._enter_workspace(here)  # the same folder: fine
+    engines.enter_workspace(str(tmp_path), view)  # the same folder: fine
     assert Path.cwd() == tmp_path
     os.utime(tmp_path / "params.yaml", ns=(0, 0))  # another copy of the project
     with pytest.raises(UserError, match=r"does not see the driver's workspace.*shared storage"):
-        engines._enter_workspace(here)
-    gone = engines._Map(abs, None, "k", str(tmp_path / "elsewhere"), view)
+        engines.enter_workspace(str(tmp_path), view)
     with pytest.raises(UserError, match="same path on every node"):
-        engines._enter_workspace(gone)
+        engines.enter_workspace(str(tmp_path / "elsewhere"), view)
 
 
 # ------------------------------------------------------------------ a two-node cluster

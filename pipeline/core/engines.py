@@ -168,7 +168,6 @@ def _run_chunk(shared: _Map, chunk: list[Any]) -> tuple[str, list[tuple[Any, Wri
     """Run the map's function on one chunk: (this node, each result with the files it wrote)."""
     import ray
 
-    _enter_workspace(shared)
     state = _state_of(shared)
     results = []
     for item in chunk:
@@ -179,21 +178,24 @@ def _run_chunk(shared: _Map, chunk: list[Any]) -> tuple[str, list[tuple[Any, Wri
 
 
 def _state_of(shared: _Map) -> Any:
-    """The map's state in this process, built on its first chunk (the previous map's dropped)."""
-    if shared.setup is None:
-        return None
+    """In the driver's folder, the map's state, both set up on this process's first chunk
+    of the map (the previous map's state dropped). The folder is checked once, not on every
+    chunk: a file edited there during a long run must not stop it."""
     if _STATE.get("key") != shared.key:
         _STATE.clear()
-        _STATE.update(key=shared.key, state=shared.setup())
+        enter_workspace(shared.cwd, shared.workspace)
+        _STATE.update(key=shared.key, state=None if shared.setup is None else shared.setup())
+    else:
+        os.chdir(shared.cwd)  # a task of another map may have moved this process
     return _STATE["state"]
 
 
-def _enter_workspace(shared: _Map) -> None:
+def enter_workspace(folder: str, view: tuple[tuple[str, int, int], ...]) -> None:
     """Work where the driver works, and fail clearly when this node cannot see it."""
-    cwd = Path(shared.cwd)
+    cwd = Path(folder)
     if cwd.is_dir():
         mine = {name: (size, mtime) for name, size, mtime in workspace_view(cwd)}
-        if all(mine.get(name) == (size, mtime) for name, size, mtime in shared.workspace):
+        if all(mine.get(name) == (size, mtime) for name, size, mtime in view):
             os.chdir(cwd)
             return
     raise UserError(
