@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python benchmarks/augment.py
 	$(BIN)/python benchmarks/detect.py
 	$(BIN)/python benchmarks/embed.py
+	$(BIN)/python benchmarks/engines.py
 
 clean-data:
 	rm -rf data/faces data/embeddings.npz data/embed_cache.npz data/clean data/split data/augmented reports/*.json reports/*.png

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,7 @@ from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_ang
 from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
+from pipeline.core.engines import current_engine
 from pipeline.core.errors import UserError
 from pipeline.core.files import (
     prepare_output_dir,
@@ -36,7 +38,7 @@ from pipeline.core.files import (
 )
 from pipeline.core.images import ImageError, encode_jpeg, load_rgb
 from pipeline.core.manifest import reject, scan_image_folder, to_posix, write_rows
-from pipeline.core.progress import Progress
+from pipeline.core.parallel import parallel_map
 from pipeline.core.report import StageReport
 from pipeline.core.rows import FaceRow, ImageRow, Reason, Rejected
 
@@ -64,13 +66,12 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     prepare_output_dir(out_dir)
     rows, rejects = scan_image_folder(raw_dir)
     n_files = len(rows) + len(rejects)
-    detector = DETECTORS.get(params.detector)(params)
-    writer = CropWriter(params, out_dir)
+    detector = DETECTORS.get(params.detector)(params)  # here too: a bad name fails first
+    writer = CropWriter(out_dir, params.multi_face)
     started = time.perf_counter()
-    with Progress(len(rows), "detect", "photos") as bar:
-        for batch in batched(size_order(rows), params.batch_size):
-            writer.process(detector, [(i, rows[i]) for i in batch])
-            bar.update(len(batch))
+    batches = [[(i, rows[i]) for i in b] for b in batched(size_order(rows), params.batch_size)]
+    for found in _find_all(params, detector, batches):
+        writer.add(found)
     seconds = max(time.perf_counter() - started, 1e-9)
     kept, detect_rejects = writer.results()
     rejects += detect_rejects
@@ -121,12 +122,114 @@ def batched(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[start : start + size])
 
 
-class CropWriter:
-    """Turns batches of raw rows into written crops and reject rows, kept in scan order."""
+def _find_all(
+    params: DetectParams, detector: FaceDetector, batches: list[list[tuple[int, ImageRow]]]
+) -> Iterator[list[Found]]:
+    """Each batch's photos, found and cropped, in batch order: here, or on Ray's workers.
 
-    def __init__(self, params: DetectParams, out_dir: Path) -> None:
-        self.params = params
+    Here, one process: the detector already runs on every core (torch threads).
+    """
+    spread = str(detector.device) == "cpu"  # a GPU detector stays on this machine
+    here = not (spread and current_engine() == "ray")
+    setup = (lambda: Finder(params, detector)) if here else partial(build_finder, params)
+    return parallel_map(
+        find_faces, batches, 1, STAGE, setup=setup, chunksize=1, unit="photos", weight=len,
+        spread=spread,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One face cut from its photo and encoded; the driver names and writes it."""
+
+    index: int  # the face's index in its photo
+    data: bytes
+    row: FaceRow  # every cell but ``path``
+
+
+@dataclass(frozen=True)
+class Found:
+    """One photo's outcome: its crops, or the reject row saying why there are none."""
+
+    index: int  # the photo's scan index
+    row: ImageRow
+    crops: tuple[Crop, ...] = ()
+    rejected: Rejected | None = None
+
+
+@dataclass(frozen=True)
+class Finder:
+    """A worker's state: the params and the detector, built once."""
+
+    params: DetectParams
+    detector: FaceDetector
+
+
+def build_finder(params: DetectParams) -> Finder:
+    return Finder(params, DETECTORS.get(params.detector)(params))
+
+
+def find_faces(finder: Finder, batch: list[tuple[int, ImageRow]]) -> list[Found]:
+    """Decode one batch of (scan index, row), detect all its photos in one call, crop."""
+    params = finder.params
+    found: list[Found] = []
+    decoded: list[tuple[int, ImageRow, np.ndarray]] = []
+    for i, row in batch:
+        try:
+            decoded.append((i, row, load_rgb(Path(row.path), params.max_pixels)))
+        except ImageError as err:
+            found.append(Found(i, row, rejected=reject(row, STAGE, err.reason, err.detail)))
+    faces_of = finder.detector.detect_batch([image for _, _, image in decoded]) if decoded else []
+    for (i, row, image), faces in zip(decoded, faces_of, strict=True):
+        decision = decide(faces, params, (image.shape[1], image.shape[0]))
+        if decision.reason:
+            rejected = reject(row, STAGE, decision.reason, decision.detail)
+            found.append(Found(i, row, rejected=rejected))
+        else:
+            faces = decision.faces
+            crops = tuple(_crop(params, image, row, f, k, decision) for k, f in enumerate(faces))
+            found.append(Found(i, row, crops=crops))
+    return found
+
+
+def _crop(
+    params: DetectParams,
+    image: np.ndarray,
+    row: ImageRow,
+    face: Face,
+    index: int,
+    decision: Decision,
+) -> Crop:
+    """Crop and encode one face, with its manifest row (all but the path)."""
+    others = [f for f in (*decision.faces, *decision.others) if f is not face]
+    face = rounded(face)  # the crop is rebuilt from exactly what the manifest records
+    p = params
+    height, width = image.shape[:2]
+    inside = (width, height) if p.shift_inside else None
+    geometry = CropGeometry(
+        crop_matrix(face, p.size, p.margin, p.align, inside), (width, height), p.size
+    )
+    crop = crop_face(image, geometry.matrix, p.size, p.padding)
+    data = encode_jpeg(crop, p.jpeg_quality)
+    picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box))
+    row = FaceRow(
+        path="", label=row.label, source=row.source, sha256=sha256_bytes(data),
+        source_sha256=row.sha256, box=face.box, landmarks=face.landmarks,
+        prob=round(face.prob, 4), face_px=round(face.short_side), face_index=index,
+        **geometry.cells(),  # type: ignore[arg-type]
+        face_outside=round(outside_fraction(face.core_box(), width, height), 3),
+        other_faces=tuple((*rounded(f).box, round(f.prob, 4)) for f in others),
+        blur=round(picture.sharpness(), 2), phash=picture.hash(),
+    )  # fmt: skip
+    return Crop(index, data, row)
+
+
+class CropWriter:
+    """Names and writes the crops found, and keeps rows and rejects in scan order."""
+
+    def __init__(self, out_dir: Path, multi_face: str) -> None:
         self.out_dir = out_dir
+        self.multi_face = multi_face
         self._kept: dict[int, list[FaceRow]] = {}
         self._rejected: dict[int, Rejected] = {}
         self._names: set[Path] = set()
@@ -136,51 +239,18 @@ class CropWriter:
         kept = [row for i in sorted(self._kept) for row in self._kept[i]]
         return kept, [self._rejected[i] for i in sorted(self._rejected)]
 
-    def process(self, detector: FaceDetector, batch: list[tuple[int, ImageRow]]) -> None:
-        """Decode one batch of (scan index, row), detect all its photos in one call, crop."""
-        decoded: list[tuple[int, ImageRow, np.ndarray]] = []
-        for i, row in batch:
-            try:
-                decoded.append((i, row, load_rgb(Path(row.path), self.params.max_pixels)))
-            except ImageError as err:
-                self._rejected[i] = reject(row, STAGE, err.reason, err.detail)
-        found = detector.detect_batch([image for _, _, image in decoded]) if decoded else []
-        for (i, row, image), faces in zip(decoded, found, strict=True):
-            decision = decide(faces, self.params, (image.shape[1], image.shape[0]))
-            if decision.reason:
-                self._rejected[i] = reject(row, STAGE, decision.reason, decision.detail)
+    def add(self, batch: list[Found]) -> None:
+        """Write one batch's crops (names are given in batch order, as they arrive)."""
+        for found in batch:
+            if found.rejected is not None:
+                self._rejected[found.index] = found.rejected
             else:
-                self._kept[i] = [
-                    self._write(image, row, face, index, decision)
-                    for index, face in enumerate(decision.faces)
-                ]
+                self._kept[found.index] = [self._write(found.row, crop) for crop in found.crops]
 
-    def _write(
-        self, image: np.ndarray, row: ImageRow, face: Face, index: int, decision: Decision
-    ) -> FaceRow:
-        """Crop, encode and write one face; return its manifest row."""
-        others = [f for f in (*decision.faces, *decision.others) if f is not face]
-        face = rounded(face)  # the crop is rebuilt from exactly what the manifest records
-        p = self.params
-        height, width = image.shape[:2]
-        inside = (width, height) if p.shift_inside else None
-        geometry = CropGeometry(
-            crop_matrix(face, p.size, p.margin, p.align, inside), (width, height), p.size
-        )
-        crop = crop_face(image, geometry.matrix, p.size, p.padding)
-        data = encode_jpeg(crop, p.jpeg_quality)
-        path = self._name(row, index)
-        write_listed_file(path, data)
-        picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box))
-        return FaceRow(
-            path=to_posix(path), label=row.label, source=row.source, sha256=sha256_bytes(data),
-            source_sha256=row.sha256, box=face.box, landmarks=face.landmarks,
-            prob=round(face.prob, 4), face_px=round(face.short_side), face_index=index,
-            **geometry.cells(),  # type: ignore[arg-type]
-            face_outside=round(outside_fraction(face.core_box(), width, height), 3),
-            other_faces=tuple((*rounded(f).box, round(f.prob, 4)) for f in others),
-            blur=round(picture.sharpness(), 2), phash=picture.hash(),
-        )  # fmt: skip
+    def _write(self, source: ImageRow, crop: Crop) -> FaceRow:
+        path = self._name(source, crop.index)
+        write_listed_file(path, crop.data)
+        return replace(crop.row, path=to_posix(path))
 
     def _name(self, row: ImageRow, index: int) -> Path:
         """``<label>/<stem>-<sha8>[_f<k>].jpg``; a counter only if two sources collide.
@@ -188,7 +258,7 @@ class CropWriter:
         Two files collide only when they share class, stem and content (x.jpg and
         x.jpeg with the same bytes); both must still get a crop of their own.
         """
-        suffix = f"_f{index}" if self.params.multi_face == "all" else ""
+        suffix = f"_f{index}" if self.multi_face == "all" else ""
         base = f"{Path(row.path).stem}-{row.sha256[:8]}{suffix}"
         path = self.out_dir / row.label / f"{base}.jpg"
         n = 1

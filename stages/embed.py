@@ -30,6 +30,7 @@ from pipeline.components.embedders import (
 )
 from pipeline.core.config import EmbedParams
 from pipeline.core.crops import face_box_in_crop
+from pipeline.core.engines import current_engine
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.manifest import read_rows, reject
 from pipeline.core.parallel import parallel_map, resolve_workers
@@ -97,11 +98,13 @@ def compute(
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     vectors: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
-    # one process: the embedder already built; more: each builds its own, once
-    setup = (lambda: embedder) if workers == 1 else partial(build_embedder, params)
+    spread = str(getattr(embedder, "device", "cpu")) == "cpu"  # a GPU embedder stays here
+    here = workers == 1 and not (spread and current_engine() == "ray")
+    # one process here: the embedder already built; more, or Ray's: each builds its own, once
+    setup = (lambda: embedder) if here else partial(build_embedder, params)
     results = parallel_map(
         _embed_batch, batches, workers, "embed", setup=setup, chunksize=1, unit="crops",
-        weight=len,
+        weight=len, spread=spread,
     )  # fmt: skip
     for batch_vectors, batch_failed in results:
         vectors.update(batch_vectors)

@@ -144,8 +144,9 @@ def _generate(
         backend(params)  # bad expressions or a missing model fail here, not in a worker
     setup = partial(build_worker, params, embed)
     results = parallel_map(
-        _run_chunk, [c for _, c in mine], workers, STAGE, setup=setup, unit="sources", weight=len
-    )
+        _run_chunk, [c for _, c in mine], workers, STAGE, setup=setup, unit="sources", weight=len,
+        spread=backend.cpu_parallel,  # a GPU backend stays on this machine's devices
+    )  # fmt: skip
     return [(i, outcome) for (i, _), outcome in zip(mine, results, strict=True)]
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.cli import options as opt
-from pipeline.cli.running import finish, refuse_dvc_outputs, stage_params, user_errors
+from pipeline.cli.running import (
+    finish,
+    refuse_dvc_outputs,
+    stage_params,
+    use_engine,
+    user_errors,
+)
 
 DEFAULT_AUG = Path("data/augmented")
 GENERATE = opt.Section("generate")
@@ -30,6 +36,7 @@ def generate(
     model: opt.option(str | None, "Diffusion: hub id or local folder (backends.<b>.model)") = None,
     checkpoint: opt.option(str | None, "StarGAN checkpoint (backends.stargan.checkpoint)") = None,
     device: opt.option(str | None, f"{opt.DEVICES} (the chosen backend's device)") = None,
+    engine: opt.EngineOpt = None,
     seed: opt.SeedOpt = None,
     report: opt.ReportOpt = Path("reports/generate.json"),
     params: opt.ParamsOpt = None,
@@ -56,6 +63,7 @@ def generate(
 
     from stages import generate as stage
 
+    use_engine(engine)
     refuse_dvc_outputs(out, report)
     listed = [e.strip() for e in expressions.split(",") if e.strip()] if expressions else None
     sets = list(set_ or [])
@@ -86,6 +94,7 @@ def augment(
         bool | None, "Variant 0 = source", "--keep-original/--no-keep-original"
     ) = None,
     workers: AUGMENT.flag(int, "workers", "Processes; 0 = one per core") = None,
+    engine: opt.EngineOpt = None,
     seed: opt.SeedOpt = None,
     generated: opt.option(Path | None, "Manifest of generated variants to expand too") = None,
     dry_run: opt.option(bool, "Plan and count, write nothing") = False,
@@ -102,6 +111,7 @@ def augment(
     """
     from stages import augment as stage
 
+    use_engine(engine)
     if out is None:  # an ImageFolder is a standalone run: never into the pipeline's folder
         folder = source.suffix.lower() != ".csv"
         out = source.with_name(f"{source.name}_augmented") if folder else DEFAULT_AUG

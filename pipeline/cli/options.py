@@ -71,6 +71,13 @@ class Section:
 
 
 SeedOpt = Section("").flag(int, "seed", "Seed")
+EngineOpt = option(
+    str | None,
+    "Where the per-image work runs: local (this machine's processes) or ray (a Ray cluster: "
+    "RAY_ADDRESS, else a local instance). Not a param: outputs are identical "
+    "[default: $PREP_ENGINE, else local]",
+    "--engine",
+)
 
 
 def params_epilog(section: str) -> str:

@@ -10,7 +10,13 @@ from pathlib import Path
 import typer
 
 from pipeline.cli import options as opt
-from pipeline.cli.running import finish, refuse_dvc_outputs, stage_params, user_errors
+from pipeline.cli.running import (
+    finish,
+    refuse_dvc_outputs,
+    stage_params,
+    use_engine,
+    user_errors,
+)
 from pipeline.core.errors import UserError
 
 FacesArg = opt.argument(Path, "Manifest from detect")
@@ -28,6 +34,7 @@ def detect(
         str, "multi_face", "largest / all / reject: photos with several faces"
     ) = None,
     device: DETECT.device() = None,
+    engine: opt.EngineOpt = None,
     report: opt.ReportOpt = Path("reports/detect.json"),
     params: opt.ParamsOpt = None,
     set_: opt.set_option("min_prob=0.95") = None,
@@ -39,6 +46,7 @@ def detect(
     """
     from stages import detect as stage
 
+    use_engine(engine)
     refuse_dvc_outputs(out, report)
     p = stage_params(
         "detect", params, set_, min_prob=min_prob, multi_face=multi_face, device=device
@@ -55,6 +63,7 @@ def embed(
     ),
     embedder: EMBED.flag(str, "embedder", "`prep list embedders`") = None,
     workers: EMBED.flag(int, "workers", "Processes (dlib); 0 = one per core") = None,
+    engine: opt.EngineOpt = None,
     report: opt.ReportOpt = Path("reports/embed.json"),
     params: opt.ParamsOpt = None,
     set_: opt.set_option("num_jitters=1") = None,
@@ -66,6 +75,7 @@ def embed(
     """
     from stages import embed as stage
 
+    use_engine(engine)
     refuse_dvc_outputs(out, cache, report)
     p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
     result = stage.run(p.embed, faces, out, cache)

@@ -17,6 +17,7 @@ import typer
 import yaml
 
 from pipeline.core.config import Params
+from pipeline.core.engines import current_engine, import_ray, select_engine
 from pipeline.core.errors import UserError
 from pipeline.core.params import load_params, parse_overrides
 from pipeline.core.registry import UnknownNameError
@@ -48,6 +49,13 @@ def stage_params(
         if value is not None:
             overrides["seed" if name == "seed" else f"{section}.{name}"] = value
     return load_params(params_file, overrides)
+
+
+def use_engine(name: str | None) -> None:
+    """``--engine`` (None: PREP_ENGINE decides); a missing Ray fails here, before any work."""
+    select_engine(name)
+    if current_engine() == "ray":
+        import_ray()
 
 
 def _scoped(section: str, item: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.core.errors import UserError
@@ -51,7 +53,11 @@ def write_listed_file(path: str | Path, data: bytes) -> None:
     BENCHMARKS.md). An interrupted write leaves a partial file only in a folder
     without a manifest, and the next run replaces it. An existing file is replaced atomically,
     never modified, so a copy that shares its inode (a DVC cache hardlink) is safe.
+    Inside ``divert_listed_writes`` the file is collected instead (a Ray worker's).
     """
+    if _diverted:
+        _diverted[-1].append((str(path), data))
+        return
     try:
         fd = os.open(path, _CREATE_NEW, 0o666)  # the umask applies, as for open()
     except FileExistsError:
@@ -66,6 +72,24 @@ def write_listed_file(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(path).unlink(missing_ok=True)
         raise
+
+
+_diverted: list[list[tuple[str, bytes]]] = []  # open divert_listed_writes() collections
+
+
+@contextmanager
+def divert_listed_writes() -> Iterator[list[tuple[str, bytes]]]:
+    """Collect ``write_listed_file``'s (path, bytes) instead of writing them.
+
+    A Ray worker may run on another machine: its files go back to the driver with its
+    result, and the driver writes them where the manifest is (``engines.ray_map``).
+    """
+    collected: list[tuple[str, bytes]] = []
+    _diverted.append(collected)
+    try:
+        yield collected
+    finally:
+        _diverted.pop()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from pipeline.core.engines import current_engine, ray_map
 from pipeline.core.progress import Progress
 
 T = TypeVar("T")
@@ -42,6 +43,7 @@ def parallel_map(
     chunksize: int | None = None,
     unit: str = "images",
     weight: Callable[[T], int] | None = None,
+    spread: bool = True,
 ) -> Iterator[R]:
     """Yield ``fn(item)`` for each item, in order; in-process when one worker suffices.
 
@@ -50,11 +52,18 @@ def parallel_map(
     ``fn`` must be module-level callables (or partials of them) to reach worker processes.
     Progress counts ``unit``s: each item is ``weight(item)`` of them (1 by default), so a
     batch of 32 crops counts 32 crops, not one batch.
+    With the ray engine (``engines``) the map runs on a Ray cluster, one task per CPU there,
+    unless ``spread`` is False (work that needs this machine, e.g. its GPU).
     """
     workers = min(resolve_workers(workers), max(1, len(items)))
     sizes = [weight(item) if weight else 1 for item in items]
     call = fn if setup is None else partial(_with_state, fn)
     with Progress(sum(sizes), desc, unit) as progress:
+        if spread and current_engine() == "ray":
+            for result, size in zip(ray_map(fn, items, setup, chunksize), sizes, strict=True):
+                yield result
+                progress.update(size)
+            return
         if workers == 1:
             _build_state(setup)
             for item, size in zip(items, sizes, strict=True):
