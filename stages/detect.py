@@ -27,7 +27,8 @@ from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_ang
 from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, nothing_to_do
+from pipeline.core.failures import batch_or_each, failure_detail
 from pipeline.core.files import (
     prepare_output_dir,
     remove_unlisted_files,
@@ -35,7 +36,13 @@ from pipeline.core.files import (
     write_listed_file,
 )
 from pipeline.core.images import ImageError, encode_jpeg, load_rgb
-from pipeline.core.manifest import reject, scan_image_folder, to_posix, write_rows
+from pipeline.core.manifest import (
+    empty_classes_report,
+    reject,
+    scan_image_folder,
+    to_posix,
+    write_rows,
+)
 from pipeline.core.progress import Progress
 from pipeline.core.report import StageReport
 from pipeline.core.rows import FaceRow, ImageRow, Reason, Rejected
@@ -61,9 +68,11 @@ class Decision:
 def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     """Detect, filter and crop the faces of every photo under ``raw_dir`` into ``out_dir``."""
     _refuse_overlap(raw_dir, out_dir)
-    prepare_output_dir(out_dir)
     rows, rejects = scan_image_folder(raw_dir)
     n_files = len(rows) + len(rejects)
+    if not n_files:
+        raise nothing_to_do(STAGE, f"{raw_dir} holds no files; expected {raw_dir}/<class>/<photos>")
+    prepare_output_dir(out_dir)
     detector = DETECTORS.get(params.detector)(params)
     writer = CropWriter(params, out_dir)
     started = time.perf_counter()
@@ -79,7 +88,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     write_rows(out_dir / "manifest.csv", kept, header=FaceRow)  # last: run complete
     return StageReport.from_rows(
         STAGE, n_files, kept, rejects,
-        photos_kept=len({r.source for r in kept}),
+        photos_kept=len({r.source for r in kept}), **empty_classes_report(raw_dir),
         runtime={"seconds": round(seconds, 2), "photos_per_second": round(len(rows) / seconds, 2),
                  "faces_per_second": round(len(kept) / seconds, 2), "device": str(detector.device)},
     )  # fmt: skip
@@ -143,17 +152,33 @@ class CropWriter:
             try:
                 decoded.append((i, row, load_rgb(Path(row.path), self.params.max_pixels)))
             except ImageError as err:
-                self._rejected[i] = reject(row, STAGE, err.reason, err.detail)
-        found = detector.detect_batch([image for _, _, image in decoded]) if decoded else []
+                self._rejected[i] = reject(row, STAGE, err.reason, _hint(err))
+        images = [image for _, _, image in decoded]
+        found = batch_or_each(detector.detect_batch, images) if decoded else []
         for (i, row, image), faces in zip(decoded, found, strict=True):
-            decision = decide(faces, self.params, (image.shape[1], image.shape[0]))
-            if decision.reason:
-                self._rejected[i] = reject(row, STAGE, decision.reason, decision.detail)
-            else:
-                self._kept[i] = [
-                    self._write(image, row, face, index, decision)
-                    for index, face in enumerate(decision.faces)
-                ]
+            try:
+                self._keep(i, row, image, faces)
+            except UserError:
+                raise
+            except Exception as err:  # this photo fails, not the run
+                detail = failure_detail(err)
+                self._rejected[i] = reject(row, STAGE, Reason.PROCESSING_FAILED, detail)
+
+    def _keep(
+        self, i: int, row: ImageRow, image: np.ndarray, faces: Sequence[Face] | Exception
+    ) -> None:
+        """Crop the faces ``decide`` keeps, or reject the photo (``faces``: the detector's
+        error when it failed on this photo alone)."""
+        if isinstance(faces, Exception):
+            raise faces
+        decision = decide(faces, self.params, (image.shape[1], image.shape[0]))
+        if decision.reason:
+            self._rejected[i] = reject(row, STAGE, decision.reason, decision.detail)
+            return
+        self._kept[i] = [
+            self._write(image, row, face, index, decision)
+            for index, face in enumerate(decision.faces)
+        ]
 
     def _write(
         self, image: np.ndarray, row: ImageRow, face: Face, index: int, decision: Decision
@@ -197,6 +222,12 @@ class CropWriter:
             path = self.out_dir / row.label / f"{base}~{n}.jpg"
         self._names.add(path)
         return path
+
+
+def _hint(err: ImageError) -> str:
+    if err.reason == Reason.TOO_LARGE:
+        return f"{err.detail}; raise detect.max_pixels if it is genuine"
+    return err.detail
 
 
 def decide(faces: Sequence[Face], params: DetectParams, image_size: tuple[int, int]) -> Decision:

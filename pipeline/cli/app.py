@@ -10,6 +10,7 @@ share); ``COMMANDS`` below registers all of them on the one ``app``, in the orde
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import typer
 
 from pipeline.cli import data_commands, expand_commands, listings, model_commands, views
 from pipeline.cli import prepare_commands as prepare
-from pipeline.cli.options import params_epilog
+from pipeline.cli.options import markup_safe, params_epilog
 
 app = typer.Typer(
     help=(
@@ -55,4 +56,8 @@ COMMANDS: list[tuple[str, Callable[..., Any], str | None]] = [
 ]
 
 for name, command, section in COMMANDS:
-    app.command(name, epilog=params_epilog(section) if section else None)(command)
+    app.command(
+        name,
+        help=markup_safe(inspect.getdoc(command) or ""),
+        epilog=markup_safe(params_epilog(section)) if section else None,
+    )(command)

@@ -35,7 +35,9 @@ def detect(
     """Find faces (MTCNN), align them on the eye line and crop them to size x size.
 
     Every raw file ends in data/faces/manifest.csv or rejects.csv with a reason:
-    unreadable, too_large, no_face, multiple_faces, low_prob, too_small.
+    outside_root (a link leaving the folder), no_class (not in a class folder),
+    unreadable, too_large, no_face, low_prob, multiple_faces, too_small,
+    truncated_face, processing_failed (the error in `detail`).
     """
     from stages import detect as stage
 

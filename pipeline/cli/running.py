@@ -20,7 +20,7 @@ from pipeline.core.config import Params
 from pipeline.core.errors import UserError
 from pipeline.core.params import load_params, parse_overrides
 from pipeline.core.registry import UnknownNameError
-from pipeline.core.report import StageReport
+from pipeline.core.report import StageReport, runtime_path, write_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,9 +94,20 @@ def dvc_outputs(dvc_yaml: Path) -> dict[Path, str]:
 
 
 def finish(report: StageReport, report_path: Path | None, runtime: Path | None = None) -> None:
-    """Write the metrics (and runtime figures beside them, or to ``runtime``); print both."""
+    """Write the metrics, and the runtime figures to ``runtime``; print both.
+
+    Without ``runtime``, the figures go to reports/runtime/<stage>.json only beside the
+    pipeline's own report (reports/<stage>.json): a report written elsewhere
+    (``--report out/x.json``) is that one file, and the figures are only printed.
+    """
     if report_path is not None:
-        report.write(report_path, runtime)
-    elif runtime is not None:
+        write_json(report_path, report.to_dict())
+        if runtime is None and _is_pipeline_report(report_path, report.stage):
+            runtime = runtime_path(report_path)
+    if runtime is not None:
         report.write_runtime(runtime)
     typer.echo(report.summary())
+
+
+def _is_pipeline_report(path: Path, stage: str) -> bool:
+    return path.resolve() == (Path("reports") / f"{stage}.json").resolve()

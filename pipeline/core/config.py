@@ -115,6 +115,7 @@ class AugmentParams(Section):
     workers: int = Field(ge=0, description="0 = one per CPU core")
     jpeg_quality: int = Field(ge=50, le=100)
     include_generated: bool
+    min_side: int = Field(ge=1, description="shorter side below this: too_small, not augmented")
 
 
 class WarpParams(Section):

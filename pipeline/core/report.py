@@ -75,4 +75,6 @@ class StageReport:
         line = f"{self.stage}: {self.n_in} in, {self.n_kept} kept, rejected: {reasons}"
         if self.runtime:
             line += "; run: " + ", ".join(f"{k}={v}" for k, v in self.runtime.items())
+        if empty := self.extra.get("empty_classes"):  # no file, so in no manifest: say so
+            line += f"\nwarning: empty class folder(s), in no output: {', '.join(empty)}"
         return line
