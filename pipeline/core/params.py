@@ -75,7 +75,7 @@ def project_params_text() -> str:
 @cache
 def params_doc() -> dict[str, list[KeyDoc]]:
     """Each section's keys (nested ones dotted: ``backends.warp.strength``) with the
-    defaults and comments of the default params.yaml; ``""`` holds the top-level keys.
+    defaults and comments of the shipped defaults file; ``""`` holds the top-level keys.
 
     The file's comments are the documentation of every param, so `--help` shows them as
     written rather than a second copy that could drift.
@@ -125,7 +125,7 @@ def help_value(section: str, key: str) -> HelpValue | None:
     """
     path = [*([section] if section else []), *key.split(".")]
     local = _lookup(_local_raw(), path)
-    value = local if local is not _MISSING else _lookup(_read_yaml(default_params_file()), path)
+    value = local if local is not _MISSING else _lookup(_defaults_raw(), path)
     if value is _MISSING:
         return None
     text = "" if isinstance(value, dict) else _flow(value)
@@ -146,6 +146,11 @@ def _lookup(raw: Any, path: list[str]) -> Any:
 def _flow(value: Any) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, width=1000)
     return text.removesuffix("\n").removesuffix("\n...").strip()  # a scalar ends its document
+
+
+@cache
+def _defaults_raw() -> dict[str, Any]:
+    return _read_yaml(default_params_file())
 
 
 @cache
