@@ -308,8 +308,8 @@ def _across_classes(jobs: list[Job]) -> list[int]:
 def _expand(worker: Worker, job: Job) -> Outcome:
     """Decode one source once, write all its variants; a bad file becomes a reject.
 
-    Every variant is made before any is written, so a source that fails half-way (a
-    recipe raising on an odd picture) leaves no files, only its reject.
+    A source that fails half-way (a recipe raising on an odd picture) leaves no files,
+    only its reject: the variants it already wrote are removed.
     """
     try:
         data = Path(job.row.path).read_bytes()
@@ -322,19 +322,20 @@ def _expand(worker: Worker, job: Job) -> Outcome:
     if min(height, width) < worker.min_side:
         detail = f"{width}x{height} px: shorter side < augment.min_side {worker.min_side}"
         return Outcome([], reject(job.row, STAGE, Reason.TOO_SMALL, detail))
-    made: list[tuple[str, bytes, AugmentedRow]] = []
+    rows: list[AugmentedRow] = []
     for variant, path in zip(job.variants, job.paths, strict=True):
         try:
             out, row = _variant(worker, data, decoded, job, variant)
         except UserError:
             raise
         except Exception as err:  # this source fails, not the run
+            for written in rows:
+                Path(written.path).unlink(missing_ok=True)
             detail = f"variant {variant}: {failure_detail(err)}"
             return Outcome([], reject(job.row, STAGE, Reason.PROCESSING_FAILED, detail))
-        made.append((path, out, replace(row, path=path, sha256=sha256_bytes(out), variant=variant)))
-    for path, out, _ in made:
         write_listed_file(path, out)
-    return Outcome([row for _, _, row in made])
+        rows.append(replace(row, path=path, sha256=sha256_bytes(out), variant=variant))
+    return Outcome(rows)
 
 
 def _too_large_hint(err: ImageError) -> str:

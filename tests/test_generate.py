@@ -173,6 +173,25 @@ def test_unreadable_source_rejects_its_variants(split_manifest: Path) -> None:
     assert report.rejected == {"unreadable": 3} and report.n_kept == 3
 
 
+def test_a_backend_error_on_one_source_rejects_its_variants_alone(
+    split_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = read_manifest(split_manifest)[0]["sha256"]
+    original = warp.WarpGenerator.generate
+
+    def fails_on_one_source(self: Any, jobs: Any) -> Any:
+        if any(job.key == bad for job in jobs):
+            raise RuntimeError("landmarks not found")
+        return original(self, jobs)
+
+    monkeypatch.setattr(warp.WarpGenerator, "generate", fails_on_one_source)
+    report = generate.run(_params(), EMBED, 0, split_manifest, Path("gen"))
+    failed = [r for r in read_manifest(Path("gen/rejects.csv")) if r["sha256"] == bad]
+    assert [r["reason"] for r in failed] == ["generation_failed"] * 3
+    assert failed[0]["detail"] == "RuntimeError: landmarks not found"
+    assert report.n_kept + report.rejected.get("identity_lost", 0) == 3  # the other source's
+
+
 def test_gate_keeps_a_mild_warp_and_rejects_another_person(
     real_crops: dict[str, np.ndarray],
 ) -> None:

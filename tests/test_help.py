@@ -135,3 +135,21 @@ def test_params_init_writes_the_full_defaults_once(in_tmp: Path) -> None:
     assert "MTCNN face probability below this" in (in_tmp / "params.yaml").read_text()
     again = runner.invoke(app, ["params", "--init"])
     assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_under_dvc_every_value_must_come_from_params_yaml(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DVC tracks params.yaml alone: a key taken from the shipped defaults under `dvc repro`
+    would change unseen with a new version, so the stage refuses to run."""
+    monkeypatch.setenv("DVC_STAGE", "split")
+    (in_tmp / "params.yaml").write_text("seed: 0\nsplit:\n  train_per_class: 3\n")
+    result = CliRunner().invoke(app, ["split", "clean.csv", "--out", "s", "--report", "r.json"])
+    assert result.exit_code == 2
+    assert "lacks split.train_fraction, split.val_per_class, split.on_short_class" in result.output
+    (in_tmp / "params.yaml").write_text(
+        "seed: 0\nsplit:\n  train_per_class: 3\n  train_fraction:\n  val_per_class: 1\n"
+        "  on_short_class: error\n"
+    )
+    result = CliRunner().invoke(app, ["split", "clean.csv", "--out", "s", "--report", "r.json"])
+    assert "lacks" not in result.output and "clean.csv" in result.output  # on to the next check

@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.core.config import Params
 from pipeline.core.errors import UserError
-from pipeline.core.params import load_params, parse_overrides
+from pipeline.core.params import PARAMS_FILE, keys_missing_from, load_params, parse_overrides
 from pipeline.core.registry import UnknownNameError
 from pipeline.core.report import StageReport, runtime_path, write_json
 
@@ -43,11 +43,26 @@ def stage_params(
     section: str, params_file: Path | None, sets: list[str] | None, **flags: Any
 ) -> Params:
     """params.yaml, then ``--set`` (scoped to ``section`` unless dotted), then typed flags."""
+    if os.environ.get("DVC_STAGE"):
+        _refuse_untracked_defaults(params_file or Path(PARAMS_FILE), section)
     overrides = parse_overrides([_scoped(section, item) for item in sets or []])
     for name, value in flags.items():
         if value is not None:
             overrides["seed" if name == "seed" else f"{section}.{name}"] = value
     return load_params(params_file, overrides)
+
+
+def _refuse_untracked_defaults(path: Path, section: str) -> None:
+    """Under ``dvc repro`` every value must come from params.yaml: DVC tracks that file alone,
+    so a value taken from the shipped defaults would change unseen with a new version."""
+    missing = keys_missing_from(path, section)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(missing[:5]) + more
+        raise UserError(
+            f"{path} lacks {shown}: DVC tracks {path} alone, so these would silently take the "
+            "shipped defaults. Add them (`prep params --init` writes every key, to copy from)"
+        )
 
 
 def _scoped(section: str, item: str) -> str:

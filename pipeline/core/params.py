@@ -162,6 +162,24 @@ def _local_raw() -> dict[str, Any]:
         return {}
 
 
+def keys_missing_from(path: Path, section: str) -> list[str]:
+    """The dotted keys of ``section`` (and ``seed``) that the defaults have and ``path`` lacks."""
+    local = _read_yaml(path) if path.is_file() else {}
+    shipped = _defaults_raw()
+    missing = [] if "seed" in local else ["seed"]
+    return missing + [
+        key for key in _dotted(shipped.get(section, {}), f"{section}.")
+        if _lookup(local, key.split(".")) is _MISSING
+    ]  # fmt: skip
+
+
+def _dotted(raw: Any, prefix: str) -> list[str]:
+    """Leaf keys of a mapping, dotted (``generate.backends.warp.strength``)."""
+    if not isinstance(raw, dict):
+        return [prefix.removesuffix(".")]
+    return [key for name, value in raw.items() for key in _dotted(value, f"{prefix}{name}.")]
+
+
 def load_params(
     path: Path | None = None, overrides: dict[str, Any] | list[str] | None = None
 ) -> Params:
