@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.components.generators.shard import Shard, launched_shard
 from pipeline.core.config import EmbedParams, GenerateParams
 from pipeline.core.crops import face_box_in_crop
+from pipeline.core.errors import nothing_to_do
 from pipeline.core.failures import batch_or_each, failure_detail
 from pipeline.core.files import prepare_output_dir, remove_unlisted_files, write_listed_file
 from pipeline.core.files import sha256_bytes as sha256_of
@@ -73,6 +74,8 @@ def run(
     if params.enabled:
         _backend(params)  # an unknown name fails before anything is read or written
     rows = train_rows(read_rows(split_manifest, SplitRow))
+    if params.enabled and not rows:
+        raise nothing_to_do(STAGE, f"{split_manifest} has no train rows to make variants of")
     plan = plan_variants(rows, params, seed, out_dir) if params.enabled else []
     with launched_shard(params.enabled) as shard:
         if shard.is_main:

@@ -3,10 +3,12 @@ reports that go where they were asked, per-item failures that stay per item."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -72,3 +74,40 @@ def test_a_report_elsewhere_writes_that_file_alone(
     result = runner.invoke(app, [*args, "--out", "aug2", "--report", "reports/augment.json"])
     assert result.exit_code == 0, result.output
     assert (in_tmp / "reports" / "runtime" / "augment.json").is_file()
+
+
+def test_inside_a_project_errors_come_in_the_order_a_user_needs(
+    make_image_folder: Callable[..., Path], in_tmp: Path
+) -> None:
+    """A missing folder, then bad params, and only then a DVC output written by hand."""
+    shutil.copy(REPO / "dvc.yaml", in_tmp / "dvc.yaml")
+    make_image_folder(classes=1, per_class=2, root=in_tmp / "data" / "raw")
+    runner = CliRunner()
+    result = runner.invoke(app, ["detect", "no/such/folder", "--out", "elsewhere"])
+    assert result.exit_code == 2 and "no/such/folder does not exist" in result.output
+    result = runner.invoke(
+        app, ["augment", "data/raw", "-s", "factor=0", "--out", "data/augmented"]
+    )
+    assert result.exit_code == 2 and "augment.factor = 0" in result.output
+    assert "DVC" not in result.output
+
+
+def test_version_and_short_help() -> None:
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("prep (fewshot-prep) ")
+    for args in (["-h"], ["split", "-h"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "Usage: " in result.output, args  # (CliRunner: "root")
+
+
+def test_a_dry_run_says_it_is_one_and_what_it_would_write(
+    make_image_folder: Callable[..., Path], in_tmp: Path
+) -> None:
+    raw = make_image_folder(classes=1, per_class=2, root=in_tmp / "raw")
+    (raw / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
+    args = ["augment", "raw", "--factor", "3", "--out", "aug", "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "augment (dry run): 3 in, 3 planned" in result.output
+    assert "would write up to 9 images to aug/" in result.output and not Path("aug").exists()

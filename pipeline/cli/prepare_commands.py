@@ -10,7 +10,13 @@ from pathlib import Path
 import typer
 
 from pipeline.cli import options as opt
-from pipeline.cli.running import finish, refuse_dvc_outputs, stage_params, user_errors
+from pipeline.cli.running import (
+    finish,
+    refuse_dvc_outputs,
+    require_inputs,
+    stage_params,
+    user_errors,
+)
 from pipeline.core.errors import UserError
 
 FacesArg = opt.argument(Path, "Manifest from detect")
@@ -41,10 +47,11 @@ def detect(
     """
     from stages import detect as stage
 
-    refuse_dvc_outputs(out, report)
+    require_inputs(raw)
     p = stage_params(
         "detect", params, set_, min_prob=min_prob, multi_face=multi_face, device=device
     )
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.detect, raw, out), report)
 
 
@@ -68,8 +75,9 @@ def embed(
     """
     from stages import embed as stage
 
-    refuse_dvc_outputs(out, cache, report)
+    require_inputs(faces)
     p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
+    refuse_dvc_outputs(out, cache, report)
     result = stage.run(p.embed, faces, out, cache)
     finish(result, report)
     typer.echo(f"{result.runtime['computed']} computed, {result.runtime['cached']} from the cache")
@@ -96,8 +104,9 @@ def clean(
     """
     from stages import clean as stage
 
-    refuse_dvc_outputs(out, report)
+    require_inputs(faces)
     p = stage_params("clean", params, set_)
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.clean, faces, out, embeddings if identity else None), report)
 
 
@@ -116,7 +125,7 @@ def split(
     """Assign train / val / test per class, stratified and seeded; the rest is test."""
     from stages import split as stage
 
-    refuse_dvc_outputs(out, report)
+    require_inputs(clean_manifest)
     if train_per_class is not None and train_fraction is not None:
         raise UserError("give --train-per-class or --train-fraction, not both")
     sets = list(set_ or [])
@@ -128,4 +137,5 @@ def split(
         "split", params, sets, train_per_class=train_per_class, train_fraction=train_fraction,
         val_per_class=val_per_class, seed=seed,
     )  # fmt: skip
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.split, p.seed, clean_manifest, out), report)

@@ -43,8 +43,9 @@ def stage_params(
     section: str, params_file: Path | None, sets: list[str] | None, **flags: Any
 ) -> Params:
     """params.yaml, then ``--set`` (scoped to ``section`` unless dotted), then typed flags."""
-    if os.environ.get("DVC_STAGE"):
-        _refuse_untracked_defaults(params_file or Path(PARAMS_FILE), section)
+    path = params_file or Path(PARAMS_FILE)
+    if os.environ.get("DVC_STAGE") and path.is_file():  # (without one, DVC itself refuses)
+        _refuse_untracked_defaults(path, section)
     overrides = parse_overrides([_scoped(section, item) for item in sets or []])
     for name, value in flags.items():
         if value is not None:
@@ -70,6 +71,14 @@ def _scoped(section: str, item: str) -> str:
     unless it starts with a section name or is a top-level key (``seed``)."""
     first = item.partition("=")[0].split(".")[0].strip()
     return item if first in Params.model_fields else f"{section}.{item}"
+
+
+def require_inputs(*paths: Path) -> None:
+    """A missing input is the first thing to say: before params and DVC's outputs, whose
+    complaints would send the user after the wrong problem."""
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path} does not exist")
 
 
 def refuse_dvc_outputs(*paths: Path | None) -> None:
