@@ -115,13 +115,16 @@ def efficiency_report(
     out: opt.option(Path, "Writes OUT.md, OUT.csv, OUT.png") = Path("reports/efficiency"),
     metric: opt.option(str, "file:key of the metric") = "metrics/test.json:accuracy",
     group_by: opt.option(
-        list[str] | None, "Param defining a setting (repeatable; default: factor, recipe, source)"
+        list[str] | None,
+        "Param defining a setting (repeatable; default: augment.factor, recipe, train.source "
+        "and every other param that differs between runs, seed and the train size aside)",
     ) = None,
     include_commits: opt.option(bool, "Count commits as runs too, not only experiments") = False,
 ) -> None:
     """Data-efficiency table and plot from DVC experiments: accuracy vs images per class.
 
-    One line per augmentation setting; repeats (e.g. seeds) give mean ± std; each line is
+    One line per setting (the augmentation, and every other param that differs between
+    runs, e.g. generate.enabled); repeats (e.g. seeds) give mean ± std; each line is
     fitted with acc = a * ln(x) + b and its R^2.
     """
     from pipeline.cli import efficiency
@@ -133,7 +136,7 @@ def efficiency_report(
             "no experiments with metrics: run a sweep first, e.g. `dvc exp run --queue "
             "-S 'split.train_per_class=range(1,6)'` then `dvc queue start`"
         )
-    groups = tuple(group_by) if group_by else efficiency.DEFAULT_GROUP_BY
+    groups = tuple(group_by) if group_by else None  # None: every param that differs
     typer.echo(efficiency.write_report(runs, out, metric, groups))
     typer.echo(f"{len(runs)} experiment(s); wrote {out}.md, {out}.csv, {out}.png")
 
