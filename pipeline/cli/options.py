@@ -99,7 +99,7 @@ def params_epilog(section: str) -> str:
         f"**params.yaml `{section}`** (./params.yaml over the shipped defaults), each one "
         f"overridable here with `-s key=value` "
         f"(or under DVC with `dvc exp run -S {section}.key=value`):\n\n"
-        f"| key | default | what it does |\n|---|---|---|\n{rows}"
+        f"| key | value | what it does |\n|---|---|---|\n{rows}"
     )
 
 
