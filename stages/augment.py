@@ -33,7 +33,8 @@ import numpy as np
 from pipeline.components.recipes import Recipe, load_recipe
 from pipeline.core.config import AugmentParams
 from pipeline.core.crops import geometry_from_row
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, nothing_to_do
+from pipeline.core.failures import failure_detail
 from pipeline.core.files import (
     prepare_output_dir,
     remove_unlisted_files,
@@ -41,8 +42,15 @@ from pipeline.core.files import (
     sha256_file,
     write_listed_file,
 )
-from pipeline.core.images import MAX_PIXELS, ImageError, decode, encode_jpeg
-from pipeline.core.manifest import read_rows, reject, scan_image_folder, to_posix, write_rows
+from pipeline.core.images import MAX_PIXELS, Decoded, ImageError, decode, encode_jpeg
+from pipeline.core.manifest import (
+    empty_classes_report,
+    read_rows,
+    reject,
+    scan_image_folder,
+    to_posix,
+    write_rows,
+)
 from pipeline.core.parallel import parallel_map, resolve_workers
 from pipeline.core.report import StageReport
 from pipeline.core.rows import (
@@ -90,9 +98,14 @@ def run(
     recipe = load_recipe(params.recipe)  # fails fast on a bad name or file
     variants = variant_numbers(recipe, params.factor, params.keep_original)
     rows, rejects, n_in = _read_inputs(source, out_dir, generated, params.include_generated)
+    if not n_in:
+        what = "a folder with no files" if source.is_dir() else "a manifest with no train rows"
+        raise nothing_to_do(STAGE, f"{source} is {what}")
     jobs, duplicates = _plan(rows, out_dir, variants)
     rejects += duplicates
     extra = {"factor": params.factor, "recipe": recipe.name, "keep_original": params.keep_original}
+    if source.is_dir():
+        extra |= empty_classes_report(source)
     if dry_run:
         planned = len(jobs) * params.factor
         kept = [job.row for job in jobs]
@@ -243,15 +256,21 @@ class Worker:
     seed: int
     quality: int
     keep_original: bool
+    min_side: int
 
 
-def build_worker(recipe_spec: str, seed: int, quality: int, keep_original: bool) -> Worker:
-    return Worker(load_recipe(recipe_spec), seed, quality, keep_original)
+def build_worker(
+    recipe_spec: str, seed: int, quality: int, keep_original: bool, min_side: int
+) -> Worker:
+    return Worker(load_recipe(recipe_spec), seed, quality, keep_original, min_side)
 
 
 def _expand_all(jobs: list[Job], params: AugmentParams, seed: int) -> list[Outcome]:
     """Outcomes in job order, whatever order the pool worked in."""
-    setup = partial(build_worker, params.recipe, seed, params.jpeg_quality, params.keep_original)
+    setup = partial(
+        build_worker, params.recipe, seed, params.jpeg_quality, params.keep_original,
+        params.min_side,
+    )  # fmt: skip
     order = _across_classes(jobs)
     threads = cv2.getNumThreads()
     # One core per worker: OpenCV's own threads would only contend with the other
@@ -287,24 +306,52 @@ def _across_classes(jobs: list[Job]) -> list[int]:
 
 
 def _expand(worker: Worker, job: Job) -> Outcome:
-    """Decode one source once, write all its variants; a bad file becomes a reject."""
+    """Decode one source once, write all its variants; a bad file becomes a reject.
+
+    A source that fails half-way (a recipe raising on an odd picture) leaves no files,
+    only its reject: the variants it already wrote are removed.
+    """
     try:
         data = Path(job.row.path).read_bytes()
         decoded = decode(data, MAX_PIXELS, job.row.path)
     except OSError as err:
         return Outcome([], reject(job.row, STAGE, Reason.UNREADABLE, f"cannot read file: {err}"))
     except ImageError as err:
-        return Outcome([], reject(job.row, STAGE, err.reason, err.detail))
-    rows = []
+        return Outcome([], reject(job.row, STAGE, err.reason, _too_large_hint(err)))
+    height, width = decoded.rgb.shape[:2]
+    if min(height, width) < worker.min_side:
+        detail = f"{width}x{height} px: shorter side < augment.min_side {worker.min_side}"
+        return Outcome([], reject(job.row, STAGE, Reason.TOO_SMALL, detail))
+    rows: list[AugmentedRow] = []
     for variant, path in zip(job.variants, job.paths, strict=True):
-        if variant == 0 and worker.keep_original:
-            out = data if decoded.plain_jpeg else encode_jpeg(decoded.rgb, worker.quality)
-            row = _original_row(job)
-        else:
-            out, row = _augment(worker, decoded.rgb, job, variant)
+        try:
+            out, row = _variant(worker, data, decoded, job, variant)
+        except UserError:
+            raise
+        except Exception as err:  # this source fails, not the run
+            for written in rows:
+                Path(written.path).unlink(missing_ok=True)
+            detail = f"variant {variant}: {failure_detail(err)}"
+            return Outcome([], reject(job.row, STAGE, Reason.PROCESSING_FAILED, detail))
         write_listed_file(path, out)
         rows.append(replace(row, path=path, sha256=sha256_bytes(out), variant=variant))
     return Outcome(rows)
+
+
+def _too_large_hint(err: ImageError) -> str:
+    if err.reason != Reason.TOO_LARGE:
+        return err.detail
+    return f"{err.detail}; augment's limit is fixed: downscale the image first"
+
+
+def _variant(
+    worker: Worker, data: bytes, decoded: Decoded, job: Job, variant: int
+) -> tuple[bytes, AugmentedRow]:
+    """One output's bytes and row: the source itself (variant 0 kept) or a recipe's."""
+    if variant == 0 and worker.keep_original:
+        out = data if decoded.plain_jpeg else encode_jpeg(decoded.rgb, worker.quality)
+        return out, _original_row(job)
+    return _augment(worker, decoded.rgb, job, variant)
 
 
 def _derived(job: Job) -> AugmentedRow:

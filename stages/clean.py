@@ -43,7 +43,7 @@ from pipeline.components.identity import (
 )
 from pipeline.components.likeness import Likeness, Picture, hamming
 from pipeline.core.config import CleanParams
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, nothing_to_do
 from pipeline.core.files import prepare_output_dir
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.manifest import by_label, read_rows, reject, write_rows
@@ -61,6 +61,8 @@ def run(
 ) -> StageReport:
     """Read detect's manifest (and embed's vectors), write ``manifest.csv`` and ``rejects.csv``."""
     rows = read_rows(faces_manifest, CleanRow)
+    if not rows:
+        raise nothing_to_do(STAGE, f"{faces_manifest} lists no faces")
     vectors = load_embeddings(embeddings) if embeddings is not None else None
     prepare_output_dir(out_dir)
     kept, rejects = readable(rows, vectors, embeddings)

@@ -29,7 +29,8 @@ from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
 from pipeline.core.engines import current_engine
-from pipeline.core.errors import UserError
+from pipeline.core.errors import UserError, nothing_to_do
+from pipeline.core.failures import batch_or_each, failure_detail
 from pipeline.core.files import (
     prepare_output_dir,
     remove_unlisted_files,
@@ -37,7 +38,13 @@ from pipeline.core.files import (
     write_listed_file,
 )
 from pipeline.core.images import ImageError, encode_jpeg, load_rgb
-from pipeline.core.manifest import reject, scan_image_folder, to_posix, write_rows
+from pipeline.core.manifest import (
+    empty_classes_report,
+    reject,
+    scan_image_folder,
+    to_posix,
+    write_rows,
+)
 from pipeline.core.parallel import parallel_map
 from pipeline.core.report import StageReport
 from pipeline.core.rows import FaceRow, ImageRow, Reason, Rejected
@@ -63,9 +70,11 @@ class Decision:
 def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     """Detect, filter and crop the faces of every photo under ``raw_dir`` into ``out_dir``."""
     _refuse_overlap(raw_dir, out_dir)
-    prepare_output_dir(out_dir)
     rows, rejects = scan_image_folder(raw_dir)
     n_files = len(rows) + len(rejects)
+    if not n_files:
+        raise nothing_to_do(STAGE, f"{raw_dir} holds no files; expected {raw_dir}/<class>/<photos>")
+    prepare_output_dir(out_dir)
     detector = DETECTORS.get(params.detector)(params)  # here too: a bad name fails first
     writer = CropWriter(out_dir, params.multi_face)
     started = time.perf_counter()
@@ -80,7 +89,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     write_rows(out_dir / "manifest.csv", kept, header=FaceRow)  # last: run complete
     return StageReport.from_rows(
         STAGE, n_files, kept, rejects,
-        photos_kept=len({r.source for r in kept}),
+        photos_kept=len({r.source for r in kept}), **empty_classes_report(raw_dir),
         runtime={"seconds": round(seconds, 2), "photos_per_second": round(len(rows) / seconds, 2),
                  "faces_per_second": round(len(kept) / seconds, 2), "device": str(detector.device)},
     )  # fmt: skip
@@ -178,18 +187,44 @@ def find_faces(finder: Finder, batch: list[tuple[int, ImageRow]]) -> list[Found]
         try:
             decoded.append((i, row, load_rgb(Path(row.path), params.max_pixels)))
         except ImageError as err:
-            found.append(Found(i, row, rejected=reject(row, STAGE, err.reason, err.detail)))
-    faces_of = finder.detector.detect_batch([image for _, _, image in decoded]) if decoded else []
+            found.append(Found(i, row, rejected=reject(row, STAGE, err.reason, _hint(err))))
+    images = [image for _, _, image in decoded]
+    faces_of = batch_or_each(finder.detector.detect_batch, images) if decoded else []
     for (i, row, image), faces in zip(decoded, faces_of, strict=True):
-        decision = decide(faces, params, (image.shape[1], image.shape[0]))
-        if decision.reason:
-            rejected = reject(row, STAGE, decision.reason, decision.detail)
+        try:
+            found.append(_found(params, i, row, image, faces))
+        except UserError:
+            raise
+        except Exception as err:  # this photo fails, not the run
+            rejected = reject(row, STAGE, Reason.PROCESSING_FAILED, failure_detail(err))
             found.append(Found(i, row, rejected=rejected))
-        else:
-            faces = decision.faces
-            crops = tuple(_crop(params, image, row, f, k, decision) for k, f in enumerate(faces))
-            found.append(Found(i, row, crops=crops))
     return found
+
+
+def _found(
+    params: DetectParams,
+    i: int,
+    row: ImageRow,
+    image: np.ndarray,
+    faces: Sequence[Face] | Exception,
+) -> Found:
+    """Crop the faces ``decide`` keeps, or reject the photo (``faces``: the detector's error
+    when it failed on this photo alone)."""
+    if isinstance(faces, Exception):
+        raise faces
+    decision = decide(faces, params, (image.shape[1], image.shape[0]))
+    if decision.reason:
+        return Found(i, row, rejected=reject(row, STAGE, decision.reason, decision.detail))
+    kept = decision.faces
+    return Found(
+        i, row, crops=tuple(_crop(params, image, row, f, k, decision) for k, f in enumerate(kept))
+    )
+
+
+def _hint(err: ImageError) -> str:
+    if err.reason == Reason.TOO_LARGE:
+        return f"{err.detail}; raise detect.max_pixels if it is genuine"
+    return err.detail
 
 
 def _crop(

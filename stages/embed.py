@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from pipeline.components.embedders import (
 from pipeline.core.config import EmbedParams
 from pipeline.core.crops import face_box_in_crop
 from pipeline.core.engines import current_engine
+from pipeline.core.errors import nothing_to_do
+from pipeline.core.failures import batch_or_each, failure_detail
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.manifest import read_rows, reject
 from pipeline.core.parallel import parallel_map, resolve_workers
@@ -45,6 +48,8 @@ def run(
 ) -> StageReport:
     """Embed every crop of ``faces_manifest`` into ``out``, reusing ``cache`` when it fits."""
     rows = read_rows(faces_manifest, FaceRow)
+    if not rows:
+        raise nothing_to_do(STAGE, f"{faces_manifest} lists no faces")
     started = time.perf_counter()
     embedder = build_embedder(params)
     cached = read_cache(cache, embedder.fingerprint)
@@ -56,9 +61,7 @@ def run(
     if cache is not None and computed:
         save_embeddings(cache, Embeddings(embedder.fingerprint, vectors))
     kept = [r for r in rows if r.sha256 in current]
-    rejects = [
-        reject(r, STAGE, Reason.UNREADABLE, failed[r.sha256]) for r in rows if r.sha256 in failed
-    ]
+    rejects = [reject(r, STAGE, *failed[r.sha256]) for r in rows if r.sha256 in failed]
     return StageReport.from_rows(
         STAGE, len(rows), kept, rejects,
         embedder=params.embedder, dim=embedder.dim, crops=len({r.sha256 for r in rows}),
@@ -89,7 +92,7 @@ def _unique_misses(rows: list[FaceRow], cached: Embeddings) -> list[FaceRow]:
 
 def compute(
     params: EmbedParams, embedder: Embedder, todo: list[FaceRow]
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[Reason, str]]]:
     """Vectors for ``todo`` in batches, one process per core when the embedder gains from it."""
     workers = resolve_workers(params.workers) if embedder.multiprocess else 1
     size = params.batch_size
@@ -97,7 +100,7 @@ def compute(
         size = max(1, min(size, math.ceil(len(todo) / (4 * workers))))
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     vectors: dict[str, np.ndarray] = {}
-    failed: dict[str, str] = {}
+    failed: dict[str, tuple[Reason, str]] = {}
     spread = str(getattr(embedder, "device", "cpu")) == "cpu"  # a GPU embedder stays here
     here = workers == 1 and not (spread and current_engine() == "ray")
     # one process here: the embedder already built; more, or Ray's: each builds its own, once
@@ -114,16 +117,25 @@ def compute(
 
 def _embed_batch(
     embedder: Embedder, batch: Sequence[FaceRow]
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    crops, boxes, shas, failed = [], [], [], {}
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[Reason, str]]]:
+    pairs, shas, failed = [], [], {}
     for row in batch:
         try:
             crop = load_rgb(Path(row.path), MAX_PIXELS)
         except ImageError as err:
-            failed[row.sha256] = err.detail
+            failed[row.sha256] = (err.reason, err.detail)
             continue
-        crops.append(crop)
-        boxes.append(face_box_in_crop(row, crop.shape[0]))  # detect may have moved the face
+        pairs.append((crop, face_box_in_crop(row, crop.shape[0])))  # detect may move the face
         shas.append(row.sha256)
-    vectors = embedder.embed(crops, boxes)
-    return dict(zip(shas, vectors, strict=True)), failed
+    vectors: dict[str, np.ndarray] = {}
+    results = batch_or_each(partial(_embed_pairs, embedder), pairs)
+    for sha, vector in zip(shas, results, strict=True):
+        if isinstance(vector, Exception):
+            failed[sha] = (Reason.PROCESSING_FAILED, failure_detail(vector))
+        else:
+            vectors[sha] = vector
+    return vectors, failed
+
+
+def _embed_pairs(embedder: Embedder, pairs: Sequence[tuple[np.ndarray, Any]]) -> list[np.ndarray]:
+    return list(embedder.embed([crop for crop, _ in pairs], [box for _, box in pairs]))

@@ -28,6 +28,8 @@ import numpy as np
 from pipeline.components.generators.shard import Shard, launched_shard
 from pipeline.core.config import EmbedParams, GenerateParams
 from pipeline.core.crops import face_box_in_crop
+from pipeline.core.errors import nothing_to_do
+from pipeline.core.failures import batch_or_each, failure_detail
 from pipeline.core.files import prepare_output_dir, remove_unlisted_files, write_listed_file
 from pipeline.core.files import sha256_bytes as sha256_of
 from pipeline.core.images import MAX_PIXELS, ImageError, encode_jpeg, load_rgb
@@ -72,6 +74,8 @@ def run(
     if params.enabled:
         _backend(params)  # an unknown name fails before anything is read or written
     rows = train_rows(read_rows(split_manifest, SplitRow))
+    if params.enabled and not rows:
+        raise nothing_to_do(STAGE, f"{split_manifest} has no train rows to make variants of")
     plan = plan_variants(rows, params, seed, out_dir) if params.enabled else []
     with launched_shard(params.enabled) as shard:
         if shard.is_main:
@@ -177,12 +181,22 @@ def _run_chunk(worker: Worker, chunk: list[list[Planned]]) -> Outcome:
         for planned, image in sources
         for p in planned
     ]
-    variants = iter(worker.generator.generate(jobs))
+    variants = iter(_failed_as_variants(batch_or_each(worker.generator.generate, jobs)))
     for planned, image in sources:
         outcome = _gate_and_write(planned, image, [next(variants) for _ in planned], worker)
         kept += outcome.kept
         rejected += outcome.rejected
     return Outcome(kept, rejected)
+
+
+def _failed_as_variants(results: list[Variant | Exception]) -> list[Variant]:
+    """A job the backend raised on by itself becomes a variant with its error: that variant is
+    rejected as generation_failed, and the rest of the batch goes on."""
+    from pipeline.components.generators import Variant
+
+    return [
+        Variant(None, error=failure_detail(r)) if isinstance(r, Exception) else r for r in results
+    ]
 
 
 def _gate_and_write(

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.core.config import SplitParams
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, nothing_to_do
 from pipeline.core.files import prepare_output_dir
 from pipeline.core.manifest import by_label, read_rows, reject, write_rows
 from pipeline.core.report import StageReport
@@ -27,26 +27,29 @@ STAGE = "split"
 def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> StageReport:
     """Read clean's manifest, write ``out_dir/manifest.csv`` (with ``split``) and rejects."""
     rows = read_rows(clean_manifest, SplitRow)
-    prepare_output_dir(out_dir)
+    if not rows:
+        raise nothing_to_do(STAGE, f"{clean_manifest} lists no images")
     kept: list[SplitRow] = []
-    rejects: list[Rejected] = []
+    short: dict[str, str] = {}  # label -> why it cannot be split
     for label, members in by_label(rows).items():
         n_train, n_val = plan_sizes(params, len(members))
         if n_train + n_val >= len(members):
-            detail = _short_detail(params, label, len(members), n_train, n_val)
-            if params.on_short_class == "error":
-                raise StageError(detail + "; or set split.on_short_class: skip")
-            rejects += [reject(row, STAGE, Reason.CLASS_TOO_SMALL, detail) for row in members]
+            short[label] = _short_detail(label, len(members), n_train, n_val)
             continue
         assigned = assign(members, n_train, n_val, seed)
         underfilled = _underfilled(assigned, n_train, n_val)
         if underfilled:
-            detail = f"class {label!r}: {underfilled}"
-            if params.on_short_class == "error":
-                raise StageError(detail + "; or set split.on_short_class: skip")
-            rejects += [reject(row, STAGE, Reason.CLASS_TOO_SMALL, detail) for row in members]
+            short[label] = f"class {label!r}: {underfilled}"
             continue
         kept += assigned
+    if short and params.on_short_class == "error":
+        raise StageError(_short_error(params, short, len(by_label(rows))))
+    rejects: list[Rejected] = [
+        reject(row, STAGE, Reason.CLASS_TOO_SMALL, short[row.label])
+        for row in rows
+        if row.label in short
+    ]
+    prepare_output_dir(out_dir)
     write_rows(out_dir / "manifest.csv", kept, header=SplitRow)
     write_rows(out_dir / "rejects.csv", rejects)
     return StageReport.from_rows(STAGE, len(rows), kept, rejects, **_counts(kept))
@@ -94,11 +97,20 @@ def _underfilled(rows: list[SplitRow], n_train: int, n_val: int) -> str:
     return ""
 
 
-def _short_detail(params: SplitParams, label: str, n: int, n_train: int, n_val: int) -> str:
+def _short_detail(label: str, n: int, n_train: int, n_val: int) -> str:
+    return f"class {label!r} has {n} image(s); train {n_train} + val {n_val} leaves no test image"
+
+
+def _short_error(params: SplitParams, short: dict[str, str], n_classes: int) -> str:
+    """Every short class in one message (fixing them one run at a time would be a chore), and
+    only advice that applies: val_per_class can go down to 0, not below."""
+    lines = "\n".join(f"  {detail}" for detail in short.values())
+    train = "train_per_class" if params.train_per_class is not None else "train_fraction"
+    lower = f"split.{train}" + (" or split.val_per_class" if params.val_per_class else "")
     return (
-        f"class {label!r} has {n} image(s); train {n_train} + val {n_val} leaves no test "
-        f"image. Lower split.train_per_class/val_per_class, add images, or raise "
-        f"clean.min_per_class to drop such classes earlier"
+        f"{len(short)} of {n_classes} classes cannot be split:\n{lines}\n"
+        f"Lower {lower}, add images, raise clean.min_per_class to drop such classes "
+        "earlier, or set split.on_short_class: skip"
     )
 
 

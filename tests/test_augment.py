@@ -33,6 +33,7 @@ def params(**changes: object) -> AugmentParams:
         "workers": 1,
         "jpeg_quality": 95,
         "include_generated": True,
+        "min_side": 8,
     }
     return AugmentParams(**(base | changes))
 
@@ -138,6 +139,58 @@ def test_image_folder_with_a_corrupt_file(in_tmp: Path, make_image_folder: MakeF
     assert all(r["detail"] for r in rejects)
     assert len(read_manifest(in_tmp / "out" / "manifest.csv")) == 4 * 2
     assert report.n_in == report.n_kept + report.n_rejected == 7
+
+
+def _tiny_png(path: Path, width: int, height: int) -> None:
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("recipe", ["medium", "heavy"])
+def test_tiny_images_are_rejected_and_the_run_finishes(
+    in_tmp: Path, make_image_folder: MakeFolder, recipe: str
+):
+    """A 1x1 PNG crashed albumentations' HSV shift and with it the whole run (issue 16)."""
+    raw = make_image_folder(classes=2, per_class=2)
+    for name, (w, h) in {"dot": (1, 1), "line": (1, 8), "speck": (2, 2)}.items():
+        _tiny_png(raw / "class0" / f"{name}.png", w, h)
+    report = augment.run(params(factor=3, recipe=recipe), 0, raw, in_tmp / "out")
+    rejects = read_manifest(in_tmp / "out" / "rejects.csv")
+    assert sorted((Path(r["path"]).name, r["reason"]) for r in rejects) == [
+        ("dot.png", "too_small"), ("line.png", "too_small"), ("speck.png", "too_small"),
+    ]  # fmt: skip
+    assert "augment.min_side 8" in rejects[0]["detail"]
+    assert len(read_manifest(in_tmp / "out" / "manifest.csv")) == 4 * 3
+    assert report.n_in == report.n_kept + report.n_rejected == 7
+
+
+def test_an_error_on_one_image_rejects_that_image_alone(
+    in_tmp: Path, make_image_folder: MakeFolder
+):
+    """With the size guard off, the recipe's own error becomes the 1x1 image's reject (its
+    message in `detail`), and no file of it is left behind."""
+    raw = make_image_folder(classes=1, per_class=2)
+    _tiny_png(raw / "class0" / "dot.png", 1, 1)
+    report = augment.run(params(factor=8, recipe="medium", min_side=1), 0, raw, in_tmp / "out")
+    (bad,) = read_manifest(in_tmp / "out" / "rejects.csv")
+    assert bad["reason"] == "processing_failed" and "IndexError" in bad["detail"]
+    assert not list((in_tmp / "out").rglob("dot-*"))
+    assert (report.n_kept, len(read_manifest(in_tmp / "out" / "manifest.csv"))) == (2, 16)
+
+
+def test_nothing_to_augment_is_an_error(in_tmp: Path, tmp_path: Path):
+    empty = tmp_path / "empty"
+    (empty / "class0").mkdir(parents=True)
+    with pytest.raises(UserError, match="nothing to do"):
+        augment.run(params(), 0, empty, in_tmp / "out")
+    assert not (in_tmp / "out").exists()
+
+
+def test_an_empty_class_folder_is_reported(in_tmp: Path, make_image_folder: MakeFolder):
+    raw = make_image_folder(classes=1, per_class=2)
+    (raw / "ghost").mkdir()
+    report = augment.run(params(factor=2), 0, raw, in_tmp / "out")
+    assert report.extra["empty_classes"] == ["ghost"]
+    assert "ghost" in report.summary() and "ghost" in report.to_dict()["empty_classes"]
 
 
 def test_manifest_input_uses_train_rows_and_carries_columns(

@@ -374,13 +374,60 @@ def test_overlapping_raw_and_output_folders_are_refused(tmp_path: Path) -> None:
         detect.run(params(), tmp_path / "raw" / "a", tmp_path / "raw")
 
 
-def test_empty_raw_folder_gives_manifests_with_headers(tmp_path: Path) -> None:
-    (tmp_path / "raw").mkdir()
-    report = detect.run(params(), tmp_path / "raw", tmp_path / "faces")
-    assert report.n_in == 0 and report.n_kept == 0
-    header = (tmp_path / "faces" / "manifest.csv").read_text().splitlines()[0]
-    assert header.startswith("path,label,source,sha256,source_sha256,box")
-    assert (tmp_path / "faces" / "rejects.csv").read_text().startswith("path,label,source")
+class _FailsOnTinyImages:
+    """A detector that raises on any batch holding an image under 16 px, as a model might."""
+
+    device = "cpu"
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
+        if any(min(image.shape[:2]) < 16 for image in images):
+            raise RuntimeError("input too small for the network")
+        return [[] for _ in images]
+
+
+def test_a_detector_error_on_one_photo_rejects_that_photo_alone(tmp_path: Path) -> None:
+    raw = tmp_path / "raw" / "a"
+    raw.mkdir(parents=True)
+    for name, side in (("big.png", 64), ("dot.png", 1), ("big2.png", 64)):
+        Image.fromarray(np.full((side, side, 3), 90, np.uint8)).save(raw / name)
+    writer = detect.CropWriter(params(), tmp_path / "faces")
+    rows = [ImageRow(path=str(raw / n), label="a", source="", sha256="0" * 64) for n in
+            ("big.png", "dot.png", "big2.png")]  # fmt: skip
+    writer.process(_FailsOnTinyImages(), list(enumerate(rows)))  # type: ignore[arg-type]
+    kept, rejects = writer.results()
+    assert [(Path(r.row.path).name, r.reason) for r in rejects] == [
+        ("big.png", "no_face"), ("dot.png", "processing_failed"), ("big2.png", "no_face"),
+    ]  # fmt: skip
+    assert rejects[1].detail == "RuntimeError: input too small for the network" and not kept
+
+
+def test_an_empty_raw_folder_is_nothing_to_do(tmp_path: Path) -> None:
+    """Exit 0 with "0 in, 0 kept" hid a wrong path; empty class folders count as empty."""
+    (tmp_path / "raw" / "ghost").mkdir(parents=True)
+    with pytest.raises(UserError, match="detect: nothing to do"):
+        detect.run(params(), tmp_path / "raw", tmp_path / "faces")
+    assert not (tmp_path / "faces").exists()
+
+
+def test_every_kind_of_bad_file_is_a_reject_and_an_empty_class_is_reported(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    (raw / "ghost").mkdir()
+    for name, (w, h) in {"dot.png": (1, 1), "line.png": (1, 8), "speck.png": (2, 2)}.items():
+        Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(raw / "a" / name)
+    (raw / "a" / "zero.jpg").write_bytes(b"")
+    (raw / "a" / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    report = detect.run(params(), raw, tmp_path / "faces")
+    reasons = {
+        Path(r["path"]).name: r["reason"] for r in read_manifest(tmp_path / "faces" / "rejects.csv")
+    }
+    assert reasons == {
+        "dot.png": "no_face", "line.png": "no_face", "speck.png": "no_face",
+        "zero.jpg": "unreadable", "bomb.png": "too_large",
+    }  # fmt: skip
+    assert report.extra["empty_classes"] == ["ghost"] and "ghost" in report.summary()
 
 
 # ---------------------------------------------------------------- the detector itself

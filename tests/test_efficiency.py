@@ -96,8 +96,26 @@ def test_group_label_names_the_augmentation_setting() -> None:
     )
     more = [*groups, "train.epochs"]
     assert group_label({"augment.factor": 1, "train.epochs": 200}, more) == (
-        "no augmentation, epochs 200"
+        "no augmentation, train.epochs 200"
     )
+
+
+def test_runs_that_differ_in_any_param_are_not_pooled() -> None:
+    """generate.enabled false and true were merged into one line (issue 16)."""
+    runs = [
+        Run(f"r{x}{on}{s}", {"seed": s, "split.train_per_class": x, "augment.factor": 8,
+                             "augment.recipe": "medium", "generate.enabled": on},
+            {"m:acc": 0.1 * x + 0.05 * on + 0.01 * s})
+        for x in (1, 2) for on in (False, True) for s in (0, 1)
+    ]  # fmt: skip
+    cells, _ = aggregate(runs, metric="m:acc")
+    assert {c.group for c in cells} == {
+        "factor 8, recipe medium, generate.enabled False",
+        "factor 8, recipe medium, generate.enabled True",
+    }
+    assert all(len(c.values) == 2 for c in cells)  # the seeds, and only they, are pooled
+    pooled, _ = aggregate(runs, metric="m:acc", group_by=["augment.factor"])  # told otherwise
+    assert {c.group for c in pooled} == {"factor 8"} and len(pooled[0].values) == 4
 
 
 def test_report_writes_table_fit_and_plot(tmp_path: Path) -> None:

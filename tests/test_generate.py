@@ -21,6 +21,7 @@ from pipeline.components.embedders import build_embedder
 from pipeline.components.generators import GENERATORS, warp
 from pipeline.components.generators.gate import IdentityGate
 from pipeline.core.config import GenerateParams
+from pipeline.core.errors import UserError
 from pipeline.core.files import sha256_file
 from pipeline.core.images import decode_rgb, encode_jpeg
 from pipeline.core.manifest import Row, read_manifest, write_manifest
@@ -171,6 +172,33 @@ def test_unreadable_source_rejects_its_variants(split_manifest: Path) -> None:
     Path(rows[0]["path"]).write_bytes(b"")
     report = generate.run(_params(), EMBED, 0, split_manifest, Path("gen"))
     assert report.rejected == {"unreadable": 3} and report.n_kept == 3
+
+
+def test_enabled_with_no_train_rows_is_nothing_to_do(split_manifest: Path) -> None:
+    rows = [r | {"split": "test"} for r in read_manifest(split_manifest)]
+    write_manifest(split_manifest, rows)
+    with pytest.raises(UserError, match="generate: nothing to do"):
+        generate.run(_params(), EMBED, 0, split_manifest, Path("gen"))
+    assert not Path("gen").exists()
+
+
+def test_a_backend_error_on_one_source_rejects_its_variants_alone(
+    split_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = read_manifest(split_manifest)[0]["sha256"]
+    original = warp.WarpGenerator.generate
+
+    def fails_on_one_source(self: Any, jobs: Any) -> Any:
+        if any(job.key == bad for job in jobs):
+            raise RuntimeError("landmarks not found")
+        return original(self, jobs)
+
+    monkeypatch.setattr(warp.WarpGenerator, "generate", fails_on_one_source)
+    report = generate.run(_params(), EMBED, 0, split_manifest, Path("gen"))
+    failed = [r for r in read_manifest(Path("gen/rejects.csv")) if r["sha256"] == bad]
+    assert [r["reason"] for r in failed] == ["generation_failed"] * 3
+    assert failed[0]["detail"] == "RuntimeError: landmarks not found"
+    assert report.n_kept + report.rejected.get("identity_lost", 0) == 3  # the other source's
 
 
 def test_gate_keeps_a_mild_warp_and_rejects_another_person(

@@ -96,3 +96,28 @@ def test_groups_that_cannot_fill_train_exactly_are_reported(tmp_path: Path) -> N
         _run(tmp_path, _rows({"a": 8}, groups), train_per_class=3, val_per_class=0)
     out = _run(tmp_path, _rows({"a": 8, "b": 8}, groups), train_per_class=3, on_short_class="skip")
     assert {r["label"] for r in out} == {"b"}
+
+
+def test_the_short_class_error_names_every_short_class(tmp_path: Path) -> None:
+    rows = _rows({"a": 3, "b": 10, "c": 4, "d": 2})
+    with pytest.raises(StageError) as err:
+        _run(tmp_path, rows, train_per_class=3, val_per_class=1)
+    message = str(err.value)
+    assert "3 of 4 classes" in message and "'b'" not in message
+    assert all(f"class {label!r} has" in message for label in "acd")
+    assert "val_per_class" in message and not (tmp_path / "split").exists()
+
+
+def test_val_per_class_zero_is_allowed_and_not_advised_below(tmp_path: Path) -> None:
+    out = _run(tmp_path, _rows({"a": 4, "b": 5}), train_per_class=3, val_per_class=0)
+    assert [r["split"] for r in out].count("val") == 0
+    assert [r["split"] for r in out].count("test") == 3
+    with pytest.raises(StageError) as err:
+        _run(tmp_path, _rows({"a": 3}), train_per_class=3, val_per_class=0)
+    assert "train 3 + val 0" in str(err.value) and "val_per_class" not in str(err.value)
+
+
+def test_an_empty_manifest_is_nothing_to_do(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="split: nothing to do"):
+        _run(tmp_path, [])
+    assert not (tmp_path / "split").exists()

@@ -10,14 +10,18 @@ share); ``COMMANDS`` below registers all of them on the one ``app``, in the orde
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Any
+from importlib import metadata
+from typing import Annotated, Any
 
 import typer
 
 from pipeline.cli import data_commands, expand_commands, listings, model_commands, views
 from pipeline.cli import prepare_commands as prepare
-from pipeline.cli.options import params_epilog
+from pipeline.cli.options import markup_safe, params_epilog
+
+HELP = {"help_option_names": ["-h", "--help"]}  # `prep -h`, `prep detect -h`
 
 app = typer.Typer(
     help=(
@@ -30,7 +34,24 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"prep (fewshot-prep) {metadata.version('fewshot-prep')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version")
+    ] = False,
+) -> None:
+    """Few-shot image dataset preparation (see `prep -h`)."""
+
 
 # (name, command, the params.yaml section its help's epilog tables; None: it has none)
 COMMANDS: list[tuple[str, Callable[..., Any], str | None]] = [
@@ -55,4 +76,9 @@ COMMANDS: list[tuple[str, Callable[..., Any], str | None]] = [
 ]
 
 for name, command, section in COMMANDS:
-    app.command(name, epilog=params_epilog(section) if section else None)(command)
+    app.command(
+        name,
+        help=markup_safe(inspect.getdoc(command) or ""),
+        context_settings=HELP,
+        epilog=markup_safe(params_epilog(section)) if section else None,
+    )(command)

@@ -32,6 +32,7 @@ class Tile:
 
     path: Path
     caption: str
+    readable: bool = True  # False: drawn as the placeholder, the file never opened
 
 
 def caption_height(thumb: int) -> int:
@@ -55,7 +56,8 @@ def tile_sheet(rows: Sequence[Sequence[Tile]], thumb: int) -> np.ndarray:
         top = PAD + r * (thumb + caption_height(thumb) + PAD)
         for c, tile in enumerate(row):
             left = PAD + c * (thumb + PAD)
-            sheet.paste(thumbnail(tile.path, thumb), (left, top))
+            image = thumbnail(tile.path, thumb) if tile.readable else _placeholder(thumb)
+            sheet.paste(image, (left, top))
             text = _fit_text(draw, tile.caption, font, thumb)
             draw.text((left, top + thumb + 2), text, fill=TEXT, font=font)
     return np.asarray(sheet)
@@ -67,10 +69,14 @@ def thumbnail(path: Path, thumb: int) -> Image.Image:
     try:
         image = Image.fromarray(load_rgb(path, MAX_PIXELS))
     except ImageError:
-        return Image.new("RGB", (thumb, thumb), PLACEHOLDER)
+        return _placeholder(thumb)
     image = ImageOps.contain(image, (thumb, thumb), Image.Resampling.LANCZOS)
     canvas.paste(image, ((thumb - image.width) // 2, (thumb - image.height) // 2))
     return canvas
+
+
+def _placeholder(thumb: int) -> Image.Image:
+    return Image.new("RGB", (thumb, thumb), PLACEHOLDER)
 
 
 def save_sheet(out: Path, pixels: np.ndarray) -> None:
@@ -111,7 +117,11 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, w
 
 
 def rejects_sheet(
-    rejects: Path, out: Path, thumb: int = 96, per_reason: int = 24, per_row: int = 8
+    rejects: Path | Sequence[Path],
+    out: Path,
+    thumb: int = 96,
+    per_reason: int = 24,
+    per_row: int = 8,
 ) -> dict[str, int]:
     """Every rejected image grouped by reason, beside the image it conflicts with.
 
@@ -119,11 +129,10 @@ def rejects_sheet(
     with its class, followed, when the row names one in ``conflict_with``, by that image
     captioned "vs <class>" (the kept duplicate, the same face in another class, or the
     face it resembles). At most ``per_reason`` rejects per reason are drawn. Returns the
-    count per reason.
+    count per reason. Several rejects manifests (every stage's) make one sheet.
     """
-    rows = read_manifest(rejects)
-    if rows and "reason" not in rows[0]:
-        raise UserError(f"{rejects} is not a rejects manifest (no reason column)")
+    files = [rejects] if isinstance(rejects, Path) else list(rejects)
+    rows = [row for file in files for row in _rejects_rows(file)]
     by_reason: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_reason[row["reason"]].append(row)
@@ -132,7 +141,7 @@ def rejects_sheet(
         reason: _reason_grid(by_reason[reason], thumb, per_reason, per_row) for reason in counts
     }
     width = max([grid.shape[1] for grid in grids.values()], default=320)
-    bands = [_title(f"no rejects in {rejects}", width, thumb)]
+    bands = [_title(f"no rejects in {', '.join(map(str, files))}", width, thumb)]
     if counts:
         bands = []
         for reason, grid in grids.items():
@@ -143,8 +152,17 @@ def rejects_sheet(
     return counts
 
 
+def _rejects_rows(path: Path) -> list[Row]:
+    rows = read_manifest(path)
+    if rows and "reason" not in rows[0]:
+        raise UserError(f"{path} is not a rejects manifest (no reason column)")
+    return rows
+
+
 def _reject_tiles(row: Row) -> list[Tile]:
-    tiles = [Tile(Path(row["path"]), row.get("label", ""))]
+    # a link out of the dataset is never followed, not even for a thumbnail
+    readable = row["reason"] != "outside_root"
+    tiles = [Tile(Path(row["path"]), row.get("label", ""), readable)]
     if row.get("conflict_with"):
         other = row.get("conflict_label") or Path(row["conflict_with"]).parent.name
         tiles.append(Tile(Path(row["conflict_with"]), f"vs {other}"))

@@ -1,9 +1,11 @@
 """The data-efficiency report: accuracy against images per class, one line per setting.
 
 Input is ``dvc exp show --json``: each experiment's params and metrics. Runs are grouped by
-their augmentation setting (``augment.factor``, ``augment.recipe``, ``train.source`` by default)
-and by x = ``split.train_per_class`` (or ``100 * split.train_fraction`` when no run sets a count);
-runs that differ only in ``seed`` are repeats, summarised as mean, standard deviation, min, max.
+their augmentation setting (``augment.factor``, ``augment.recipe``, ``train.source``) and by
+every other param that differs between them (``generate.enabled``, ``train.epochs``...: runs
+with different settings are never pooled), unless the grouping params are given; and by
+x = ``split.train_per_class`` (or ``100 * split.train_fraction`` when no run sets a count).
+Runs that differ only in ``seed`` are repeats, summarised as mean, standard deviation, min, max.
 Each group's means are fitted with ``acc = a * ln(x) + b`` -- the shape earlier few-shot
 experiments found (acc ~ 21.3 ln(x) - 10.8, R^2 0.996, over train fractions of 10-90 %) -- so
 "what does one more image per class buy" becomes a single number, a * ln((x+1)/x).
@@ -157,14 +159,35 @@ def group_label(params: dict[str, Any], group_by: Sequence[str]) -> str:
     for key in group_by:
         augment_key = key.startswith("augment.") or key == "train.source"
         if key in params and not (augment_key and (none or key == "train.source")):
-            parts.append(f"{key.split('.')[-1]} {params[key]}")
+            name = key.split(".")[-1] if key in DEFAULT_GROUP_BY else key  # "generate.enabled"
+            parts.append(f"{name} {params[key]}")
     return ", ".join(parts) or "all runs"
 
 
+def differing_params(runs: Sequence[Run], exclude: Sequence[str]) -> list[str]:
+    """Params (sorted) whose value is not the same in every run, ``exclude`` left out."""
+    keys = sorted({key for run in runs for key in run.params} - set(exclude))
+    values = [
+        {json.dumps(run.params.get(key), sort_keys=True, default=str) for run in runs}
+        for key in keys
+    ]
+    return [key for key, seen in zip(keys, values, strict=True) if len(seen) > 1]
+
+
+def default_group_by(runs: Sequence[Run]) -> tuple[str, ...]:
+    """The augmentation setting, then every other param that differs (seed: repeats; the
+    train size: the x axis)."""
+    axis = ("seed", "split.train_per_class", "split.train_fraction", *DEFAULT_GROUP_BY)
+    return (*DEFAULT_GROUP_BY, *differing_params(runs, axis))
+
+
 def aggregate(
-    runs: Sequence[Run], metric: str = DEFAULT_METRIC, group_by: Sequence[str] = DEFAULT_GROUP_BY
+    runs: Sequence[Run], metric: str = DEFAULT_METRIC, group_by: Sequence[str] | None = None
 ) -> tuple[list[Cell], str]:
-    """Cells (one per setting and x, repeats pooled) and the x-axis label; percent values."""
+    """Cells (one per setting and x, repeats pooled) and the x-axis label; percent values.
+
+    ``group_by`` None: ``default_group_by(runs)``."""
+    group_by = default_group_by(runs) if group_by is None else group_by
     param, label = x_axis(runs)
     pooled: dict[tuple[str, float], list[float]] = defaultdict(list)
     for run in runs:
@@ -276,7 +299,7 @@ def _plot_group(draw: ImageDraw.ImageDraw, px: Any, cells: list[Cell], fit: LogF
 
 
 def write_report(runs: Sequence[Run], out: Path, metric: str = DEFAULT_METRIC,
-                 group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:  # fmt: skip
+                 group_by: Sequence[str] | None = None) -> str:  # fmt: skip
     """``<out>.md``, ``<out>.csv`` and ``<out>.png``; returns the markdown."""
     cells, x_label = aggregate(runs, metric, group_by)
     fitted = fits(cells)

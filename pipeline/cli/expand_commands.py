@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from pipeline.cli import options as opt
 from pipeline.cli.running import (
     finish,
     refuse_dvc_outputs,
+    require_inputs,
     stage_params,
     use_engine,
     user_errors,
@@ -64,7 +67,7 @@ def generate(
     from stages import generate as stage
 
     use_engine(engine)
-    refuse_dvc_outputs(out, report)
+    require_inputs(split_manifest)
     listed = [e.strip() for e in expressions.split(",") if e.strip()] if expressions else None
     sets = list(set_ or [])
     chosen = stage_params("generate", params, sets, backend=backend).generate.backend
@@ -75,6 +78,7 @@ def generate(
         "generate", params, sets, enabled=enabled, backend=backend, expressions=listed,
         variants_per_image=variants, identity_threshold=threshold, seed=seed,
     )  # fmt: skip
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.generate, p.embed, p.seed, split_manifest, out), report)
 
 
@@ -115,11 +119,18 @@ def augment(
     if out is None:  # an ImageFolder is a standalone run: never into the pipeline's folder
         folder = source.suffix.lower() != ".csv"
         out = source.with_name(f"{source.name}_augmented") if folder else DEFAULT_AUG
-    if not dry_run:
-        refuse_dvc_outputs(out, report)
+    require_inputs(source)
     p = stage_params(
         "augment", params, set_, factor=factor, recipe=recipe, keep_original=keep_original,
         workers=workers, seed=seed,
     )  # fmt: skip
+    if not dry_run:
+        refuse_dvc_outputs(out, report)
     result = stage.run(p.augment, p.seed, source, out, generated=generated, dry_run=dry_run)
     finish(result, None if dry_run else report)
+    if dry_run:  # "kept" counts sources planned, before any is decoded: say so
+        typer.echo(
+            f"nothing written; the run would write up to {result.extra['outputs']} images to "
+            f"{out}/. Sources are not decoded here: unreadable, too large or too small ones "
+            "are found (and rejected) by the run itself."
+        )

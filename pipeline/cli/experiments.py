@@ -30,10 +30,18 @@ def varying_params(runs: Sequence[Run]) -> list[str]:
     return [n for n in names if len({_cell(run.params, n) for run in runs}) > 1]
 
 
+# keys that say nothing without their section: `enabled` alone read as the pipeline's switch
+GENERIC = {"enabled", "device", "workers", "batch_size", "size", "jpeg_quality", "weights"}
+
+
 def short_names(names: Sequence[str]) -> list[str]:
-    """``augment.factor`` -> ``factor``, unless another column would get the same name."""
+    """``augment.factor`` -> ``factor``, unless another column would get the same name or the
+    key is generic (``generate.enabled`` stays whole)."""
     last = [name.rsplit(".", 1)[-1] for name in names]
-    return [s if last.count(s) == 1 else n for n, s in zip(names, last, strict=True)]
+    return [
+        s if last.count(s) == 1 and s not in GENERIC else n
+        for n, s in zip(names, last, strict=True)
+    ]
 
 
 def table(runs: Sequence[Run], width: int = 100) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,7 +15,8 @@ import typer
 from pipeline.cli import options as opt
 from pipeline.cli.running import user_errors
 from pipeline.core.errors import UserError
-from pipeline.core.params import load_params
+from pipeline.core.files import atomic_write_text
+from pipeline.core.params import PARAMS_FILE, load_params, project_params_text
 
 REGISTRIES = {  # kind -> (module, registry)
     "recipes": ("pipeline.components.recipes", "RECIPES"),
@@ -49,10 +51,26 @@ def _registry(kind: str) -> Any:
 
 
 @user_errors
-def show_params(params: opt.ParamsOpt = None, set_: opt.SetOpt = None) -> None:
+def show_params(
+    params: opt.ParamsOpt = None,
+    set_: opt.SetOpt = None,
+    init: opt.option(
+        bool, "Write ./params.yaml: every key of the shipped defaults, to edit (DVC reads it)"
+    ) = False,
+) -> None:
     """Print the effective parameters (defaults, params.yaml, then --set section.key=value)."""
+    if init:
+        _write_project_params(Path(PARAMS_FILE))
+        return
     p = load_params(params, set_ or [])
     typer.echo(json.dumps(p.model_dump(mode="json"), indent=2))
+
+
+def _write_project_params(path: Path) -> None:
+    if path.exists():
+        raise UserError(f"{path} exists; it is the project's params (remove it to start over)")
+    atomic_write_text(path, project_params_text())
+    typer.echo(f"wrote {path}: every key of the shipped defaults; edit what this project changes")
 
 
 @user_errors

@@ -13,6 +13,7 @@ from pipeline.cli import options as opt
 from pipeline.cli.running import (
     finish,
     refuse_dvc_outputs,
+    require_inputs,
     stage_params,
     use_engine,
     user_errors,
@@ -42,15 +43,18 @@ def detect(
     """Find faces (MTCNN), align them on the eye line and crop them to size x size.
 
     Every raw file ends in data/faces/manifest.csv or rejects.csv with a reason:
-    unreadable, too_large, no_face, multiple_faces, low_prob, too_small.
+    outside_root (a link leaving the folder), no_class (not in a class folder),
+    unreadable, too_large, no_face, low_prob, multiple_faces, too_small,
+    truncated_face, processing_failed (the error in `detail`).
     """
     from stages import detect as stage
 
     use_engine(engine)
-    refuse_dvc_outputs(out, report)
+    require_inputs(raw)
     p = stage_params(
         "detect", params, set_, min_prob=min_prob, multi_face=multi_face, device=device
     )
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.detect, raw, out), report)
 
 
@@ -76,8 +80,9 @@ def embed(
     from stages import embed as stage
 
     use_engine(engine)
-    refuse_dvc_outputs(out, cache, report)
+    require_inputs(faces)
     p = stage_params("embed", params, set_, embedder=embedder, workers=workers)
+    refuse_dvc_outputs(out, cache, report)
     result = stage.run(p.embed, faces, out, cache)
     finish(result, report)
     typer.echo(f"{result.runtime['computed']} computed, {result.runtime['cached']} from the cache")
@@ -104,8 +109,9 @@ def clean(
     """
     from stages import clean as stage
 
-    refuse_dvc_outputs(out, report)
+    require_inputs(faces)
     p = stage_params("clean", params, set_)
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.clean, faces, out, embeddings if identity else None), report)
 
 
@@ -124,7 +130,7 @@ def split(
     """Assign train / val / test per class, stratified and seeded; the rest is test."""
     from stages import split as stage
 
-    refuse_dvc_outputs(out, report)
+    require_inputs(clean_manifest)
     if train_per_class is not None and train_fraction is not None:
         raise UserError("give --train-per-class or --train-fraction, not both")
     sets = list(set_ or [])
@@ -136,4 +142,5 @@ def split(
         "split", params, sets, train_per_class=train_per_class, train_fraction=train_fraction,
         val_per_class=val_per_class, seed=seed,
     )  # fmt: skip
+    refuse_dvc_outputs(out, report)
     finish(stage.run(p.split, p.seed, clean_manifest, out), report)

@@ -19,9 +19,9 @@ import yaml
 from pipeline.core.config import Params
 from pipeline.core.engines import current_engine, import_ray, select_engine
 from pipeline.core.errors import UserError
-from pipeline.core.params import load_params, parse_overrides
+from pipeline.core.params import PARAMS_FILE, keys_missing_from, load_params, parse_overrides
 from pipeline.core.registry import UnknownNameError
-from pipeline.core.report import StageReport
+from pipeline.core.report import StageReport, runtime_path, write_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +44,9 @@ def stage_params(
     section: str, params_file: Path | None, sets: list[str] | None, **flags: Any
 ) -> Params:
     """params.yaml, then ``--set`` (scoped to ``section`` unless dotted), then typed flags."""
+    path = params_file or Path(PARAMS_FILE)
+    if os.environ.get("DVC_STAGE") and path.is_file():  # (without one, DVC itself refuses)
+        _refuse_untracked_defaults(path, section)
     overrides = parse_overrides([_scoped(section, item) for item in sets or []])
     for name, value in flags.items():
         if value is not None:
@@ -58,11 +61,32 @@ def use_engine(name: str | None) -> None:
         import_ray()
 
 
+def _refuse_untracked_defaults(path: Path, section: str) -> None:
+    """Under ``dvc repro`` every value must come from params.yaml: DVC tracks that file alone,
+    so a value taken from the shipped defaults would change unseen with a new version."""
+    missing = keys_missing_from(path, section)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(missing[:5]) + more
+        raise UserError(
+            f"{path} lacks {shown}: DVC tracks {path} alone, so these would silently take the "
+            "shipped defaults. Add them (`prep params --init` writes every key, to copy from)"
+        )
+
+
 def _scoped(section: str, item: str) -> str:
     """``-s key=value`` is the stage's own key (nested ones too: ``backends.warp.strength``)
     unless it starts with a section name or is a top-level key (``seed``)."""
     first = item.partition("=")[0].split(".")[0].strip()
     return item if first in Params.model_fields else f"{section}.{item}"
+
+
+def require_inputs(*paths: Path) -> None:
+    """A missing input is the first thing to say: before params and DVC's outputs, whose
+    complaints would send the user after the wrong problem."""
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path} does not exist")
 
 
 def refuse_dvc_outputs(*paths: Path | None) -> None:
@@ -102,9 +126,20 @@ def dvc_outputs(dvc_yaml: Path) -> dict[Path, str]:
 
 
 def finish(report: StageReport, report_path: Path | None, runtime: Path | None = None) -> None:
-    """Write the metrics (and runtime figures beside them, or to ``runtime``); print both."""
+    """Write the metrics, and the runtime figures to ``runtime``; print both.
+
+    Without ``runtime``, the figures go to reports/runtime/<stage>.json only beside the
+    pipeline's own report (reports/<stage>.json): a report written elsewhere
+    (``--report out/x.json``) is that one file, and the figures are only printed.
+    """
     if report_path is not None:
-        report.write(report_path, runtime)
-    elif runtime is not None:
+        write_json(report_path, report.to_dict())
+        if runtime is None and _is_pipeline_report(report_path, report.stage):
+            runtime = runtime_path(report_path)
+    if runtime is not None:
         report.write_runtime(runtime)
     typer.echo(report.summary())
+
+
+def _is_pipeline_report(path: Path, stage: str) -> bool:
+    return path.resolve() == (Path("reports") / f"{stage}.json").resolve()

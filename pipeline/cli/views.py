@@ -15,6 +15,11 @@ from pipeline.cli import options as opt
 from pipeline.cli.running import user_errors
 from pipeline.core.errors import UserError
 
+# every stage's rejects, in pipeline order (embed and baseline reject nothing)
+STAGE_REJECTS = tuple(
+    Path("data", folder, "rejects.csv")
+    for folder in ("faces", "clean", "split", "generated", "augmented")
+)
 STAGE_ORDER = (
     "detect", "embed", "clean", "split", "baseline", "generate", "augment", "train", "evaluate",
 )  # fmt: skip
@@ -25,7 +30,7 @@ def show(
     manifest: opt.argument(
         Path | None,
         "An augment manifest (default data/augmented/manifest.csv), or with "
-        "--rejects a rejects.csv (default data/clean/rejects.csv)",
+        "--rejects a rejects.csv (default: every stage's under data/)",
     ) = None,
     rejects: opt.option(bool, "Audit sheet of rejected images, by reason", "--rejects") = False,
     out: opt.option(
@@ -44,8 +49,10 @@ def show(
 
     if rejects:
         out = out or Path("reports/rejects_sheet.png")
-        source = manifest or Path("data/clean/rejects.csv")
-        counts = rejects_sheet(source, out, thumb=thumb, per_reason=per_reason)
+        files = [manifest] if manifest else [p for p in STAGE_REJECTS if p.is_file()]
+        if not files:
+            raise UserError("no rejects.csv under data/: run `dvc repro` or a stage first")
+        counts = rejects_sheet(files, out, thumb=thumb, per_reason=per_reason)
         shown = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
         typer.echo(f"wrote {out} (rejects: {shown})")
         return
@@ -89,6 +96,32 @@ def summary(
         typer.echo(
             f"{file.stem:<10} {data['in']:>6} {data['kept']:>6} {data['rejected']:>9}  {reasons}"
         )
+    for line in _model_lines(reports.parent):
+        typer.echo(line)
+
+
+# (stage, its metrics file, [(label, key, format)]): train and evaluate count no rejects, so
+# their rows say what they trained on and what they scored
+MODEL_METRICS = (
+    ("train", "dvclive/metrics.json",
+     [("images", "n_train", "{:.0f}"), ("val", "n_val", "{:.0f}"),
+      ("best val acc", "best_val_acc", "{:.1%}")]),
+    ("evaluate", "metrics/test.json",
+     [("test images", "n_test", "{:.0f}"), ("accuracy", "accuracy", "{:.1%}"),
+      ("macro-F1", "macro_f1", "{:.3f}")]),
+)  # fmt: skip
+
+
+def _model_lines(root: Path) -> list[str]:
+    """One line each for train and evaluate, from their metrics files when they ran."""
+    lines = []
+    for stage, name, fields in MODEL_METRICS:
+        if not (root / name).is_file():
+            continue
+        data = json.loads((root / name).read_text())
+        shown = [f"{label} {fmt.format(data[key])}" for label, key, fmt in fields if key in data]
+        lines.append(f"{stage:<10} {', '.join(shown) or '-'}  ({name})")
+    return lines
 
 
 def _experiments_summary(exp_json: Path | None, width: int) -> None:
@@ -115,13 +148,16 @@ def efficiency_report(
     out: opt.option(Path, "Writes OUT.md, OUT.csv, OUT.png") = Path("reports/efficiency"),
     metric: opt.option(str, "file:key of the metric") = "metrics/test.json:accuracy",
     group_by: opt.option(
-        list[str] | None, "Param defining a setting (repeatable; default: factor, recipe, source)"
+        list[str] | None,
+        "Param defining a setting (repeatable; default: augment.factor, recipe, train.source "
+        "and every other param that differs between runs, seed and the train size aside)",
     ) = None,
     include_commits: opt.option(bool, "Count commits as runs too, not only experiments") = False,
 ) -> None:
     """Data-efficiency table and plot from DVC experiments: accuracy vs images per class.
 
-    One line per augmentation setting; repeats (e.g. seeds) give mean ± std; each line is
+    One line per setting (the augmentation, and every other param that differs between
+    runs, e.g. generate.enabled); repeats (e.g. seeds) give mean ± std; each line is
     fitted with acc = a * ln(x) + b and its R^2.
     """
     from pipeline.cli import efficiency
@@ -133,7 +169,7 @@ def efficiency_report(
             "no experiments with metrics: run a sweep first, e.g. `dvc exp run --queue "
             "-S 'split.train_per_class=range(1,6)'` then `dvc queue start`"
         )
-    groups = tuple(group_by) if group_by else efficiency.DEFAULT_GROUP_BY
+    groups = tuple(group_by) if group_by else None  # None: every param that differs
     typer.echo(efficiency.write_report(runs, out, metric, groups))
     typer.echo(f"{len(runs)} experiment(s); wrote {out}.md, {out}.csv, {out}.png")
 

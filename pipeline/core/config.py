@@ -1,8 +1,8 @@
 """Typed, validated parameters: one model per params.yaml section (read by ``params.py``).
 
-params.yaml is the single source of defaults: the models here declare types and
-allowed ranges but no default values, so a key missing from params.yaml is an
-error rather than a silent fallback. Each component takes its own section (a
+pipeline/defaults.yaml is the single source of defaults: the models here declare types
+and allowed ranges but no default values, so a key missing from it is an error rather
+than a silent fallback. Each component takes its own section (a
 generator its backend's section), never defaults of its own.
 """
 
@@ -115,6 +115,7 @@ class AugmentParams(Section):
     workers: int = Field(ge=0, description="0 = one per CPU core")
     jpeg_quality: int = Field(ge=50, le=100)
     include_generated: bool
+    min_side: int = Field(ge=1, description="shorter side below this: too_small, not augmented")
 
 
 class WarpParams(Section):

@@ -98,8 +98,8 @@ def _decode_with_pil(data: bytes, max_pixels: int, name: str) -> np.ndarray:
     if width * height > max_pixels:
         raise ImageError(
             Reason.TOO_LARGE,
-            f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={max_pixels:,} "
-            "(possible decompression bomb; raise detect.max_pixels if it is genuine)",
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
+            "(possible decompression bomb)",
         )
     try:
         with warnings.catch_warnings():

@@ -117,7 +117,11 @@ def ensure_inside(path: Path, root: Path) -> Path:
     """Resolve ``path`` (symlinks too) and refuse it when it leaves ``root``."""
     resolved = path.resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise PathOutsideRootError(f"{path} resolves to {resolved}, outside {root}")
+        # Paths as manifests write them, so the detail is the same whether the folder was
+        # given as a relative or an absolute path.
+        raise PathOutsideRootError(
+            f"{to_posix(path)} resolves to {to_posix(resolved)}, outside {to_posix(root)}"
+        )
     return resolved
 
 
@@ -152,6 +156,26 @@ def scan_image_folder(root: Path) -> tuple[list[ImageRow], list[Rejected]]:
             continue
         rows.append(row)
     return rows, rejects
+
+
+def empty_class_folders(root: Path) -> list[str]:
+    """Class folders of an ImageFolder with no file anywhere inside (hidden ones aside).
+
+    They produce no row, so no manifest or rejects file would ever mention them: a class the
+    user meant to have would vanish without a trace.
+    """
+    return sorted(
+        folder.name
+        for folder in root.iterdir()
+        if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".")
+        and next(_walk_files(folder), None) is None
+    )  # fmt: skip
+
+
+def empty_classes_report(root: Path) -> dict[str, list[str]]:
+    """``{"empty_classes": [...]}`` for a stage report when an ImageFolder has some, else {}."""
+    empty = empty_class_folders(root)
+    return {"empty_classes": empty} if empty else {}
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

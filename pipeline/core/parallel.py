@@ -3,12 +3,23 @@
 Workers are long-lived for the whole map (heavy imports such as torch, pulled
 in by albumentations, are paid once per worker, not per item) and results come
 back in input order, so outputs never depend on scheduling.
+
+Workers never outlive the process that started them: a parent killed with SIGKILL
+cannot shut its pool down, and orphaned workers would keep writing files and then
+block forever on the result pipe. On Linux the kernel kills each worker when its
+parent dies (PR_SET_PDEATHSIG); everywhere, a watcher thread in each worker exits
+when its parent process changes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -72,10 +83,41 @@ def parallel_map(
             return
         chunksize = chunksize or max(1, min(32, len(items) // (workers * 8)))
         context = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ProcessPoolExecutor(workers, context, _build_state, (setup,)) as pool:
+        init_args = (setup, os.getpid())
+        with ProcessPoolExecutor(workers, context, _init_worker, init_args) as pool:
             for result, size in zip(pool.map(call, items, chunksize=chunksize), sizes, strict=True):
                 yield result
                 progress.update(size)
+
+
+PARENT_POLL_S = 0.5  # how often a worker checks that its parent is still alive
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _init_worker(setup: Callable[[], Any] | None, parent: int) -> None:
+    """A pool worker's first act: die with ``parent``, then build its state."""
+    _die_with_parent(parent)
+    _build_state(setup)
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher below still ends the worker, a poll later
+    # The parent may have died before prctl ran; then this worker already has a new parent.
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit at once when orphaned (re-parented): nobody will read this worker's results."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _build_state(setup: Callable[[], Any] | None) -> None:

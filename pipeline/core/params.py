@@ -3,18 +3,20 @@
 Values are layered in this order, then validated once by the models of
 ``pipeline.core.config``:
 
-1. the project's params.yaml (the repo root, or the copy installed with the package),
-2. a params.yaml in the working directory, when it is a different file,
+1. the shipped defaults, ``pipeline/defaults.yaml`` (installed with the package; no
+   experiment changes it, so a run outside any project never inherits one's leftovers),
+2. the project's params.yaml: ./params.yaml, or the file given with ``--params``
+   (DVC reads and ``dvc exp run -S`` rewrites this one),
 3. ``--set section.key=value`` / typed CLI flags.
 
-params.yaml's own comments document every key; ``params_doc`` reads them for ``--help``.
+The defaults file's comments document every key; ``params_doc`` reads them for ``--help``,
+and ``help_value`` gives the value a run from the working directory would use.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,18 +28,14 @@ from pydantic import BaseModel, ValidationError
 from pipeline.core.config import ConfigError, Params
 
 PARAMS_FILE = "params.yaml"
+DEFAULTS_FILE = Path(__file__).resolve().parents[1] / "defaults.yaml"  # package data
 
 
 def default_params_file() -> Path:
-    """The params.yaml shipped with the project: repo root, else the installed copy."""
-    candidates = [
-        Path(__file__).resolve().parents[2] / PARAMS_FILE,
-        Path(sys.prefix) / "share" / "fewshot-prep" / PARAMS_FILE,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"no default {PARAMS_FILE} found (looked in {candidates})")
+    """The shipped defaults (pipeline/defaults.yaml), never the project's params.yaml."""
+    if not DEFAULTS_FILE.is_file():
+        raise ConfigError(f"the shipped defaults {DEFAULTS_FILE} are missing: reinstall")
+    return DEFAULTS_FILE
 
 
 @dataclass(frozen=True)
@@ -53,10 +51,31 @@ _LINE = re.compile(r"^(?P<indent> *)(?P<key>[\w-]+):\s*(?P<value>.*?)\s*(?:#\s?(
 _MORE = re.compile(r"^(?P<indent> *)#\s?(?P<note>.*)$")
 
 
+PROJECT_HEADER = """\
+# This project's params (`prep params --init` writes this full copy of the shipped defaults,
+# pipeline/defaults.yaml, which documents every key). It overrides those defaults key by key;
+# DVC reads it (dvc.yaml `params:`, so it keeps every key) and `dvc exp run -S` rewrites it.
+# Each stage depends on its own section (and `seed`), so `dvc repro` reruns exactly the stages
+# whose parameters changed.
+# Override on the command line: `prep augment --set factor=4`, `dvc exp run -S augment.factor=4`.
+"""
+
+
+def project_params_text() -> str:
+    """A project's params.yaml to start from: every key of the defaults, with their comments.
+
+    DVC needs every key a stage's ``params:`` names in params.yaml itself (it does not know
+    the shipped defaults), so a project starts from the full set rather than an empty file.
+    """
+    lines = default_params_file().read_text(encoding="utf-8").splitlines(keepends=True)
+    body = "".join(lines[next(i for i, line in enumerate(lines) if not line.startswith("#")) :])
+    return PROJECT_HEADER + body
+
+
 @cache
 def params_doc() -> dict[str, list[KeyDoc]]:
     """Each section's keys (nested ones dotted: ``backends.warp.strength``) with the
-    defaults and comments of the default params.yaml; ``""`` holds the top-level keys.
+    defaults and comments of the shipped defaults file; ``""`` holds the top-level keys.
 
     The file's comments are the documentation of every param, so `--help` shows them as
     written rather than a second copy that could drift.
@@ -89,20 +108,88 @@ def params_doc() -> dict[str, list[KeyDoc]]:
     return sections
 
 
-def default_of(section: str, key: str) -> str:
-    """``key``'s default in params.yaml as written, or "" when it is not there."""
-    return next((k.default for k in params_doc().get(section, []) if k.key == key), "")
+@dataclass(frozen=True)
+class HelpValue:
+    """The value of one key a run from here would use, and which file set it."""
+
+    text: str  # as YAML writes it in flow style: null, true, [0.5, 0.75]; "" for a mapping
+    source: str  # "params.yaml" when ./params.yaml sets it, else "default"
+
+
+def help_value(section: str, key: str) -> HelpValue | None:
+    """``section.key`` (``""``: a top-level key; nested keys dotted) as a run from the working
+    directory would use it: ./params.yaml over the shipped defaults. None when unknown.
+
+    Values are read as YAML, not as text, so a params.yaml that DVC rewrote (nulls left blank,
+    lists in block style, comments dropped) shows the same values as the file it came from.
+    """
+    path = [*([section] if section else []), *key.split(".")]
+    local = _lookup(_local_raw(), path)
+    value = local if local is not _MISSING else _lookup(_defaults_raw(), path)
+    if value is _MISSING:
+        return None
+    text = "" if isinstance(value, dict) else _flow(value)
+    return HelpValue(text, PARAMS_FILE if local is not _MISSING else "default")
+
+
+_MISSING = object()
+
+
+def _lookup(raw: Any, path: list[str]) -> Any:
+    for part in path:
+        if not isinstance(raw, dict) or part not in raw:
+            return _MISSING
+        raw = raw[part]
+    return raw
+
+
+def _flow(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return text.removesuffix("\n").removesuffix("\n...").strip()  # a scalar ends its document
+
+
+@cache
+def _defaults_raw() -> dict[str, Any]:
+    return _read_yaml(default_params_file())
+
+
+@cache
+def _local_raw() -> dict[str, Any]:
+    """./params.yaml as read for help; {} when absent or broken (the run reports that)."""
+    try:
+        return _read_yaml(Path(PARAMS_FILE)) if Path(PARAMS_FILE).is_file() else {}
+    except ConfigError:
+        return {}
+
+
+def keys_missing_from(path: Path, section: str) -> list[str]:
+    """The dotted keys of ``section`` (and ``seed``) that the defaults have and ``path`` lacks."""
+    local = _read_yaml(path) if path.is_file() else {}
+    shipped = _defaults_raw()
+    missing = [] if "seed" in local else ["seed"]
+    return missing + [
+        key for key in _dotted(shipped.get(section, {}), f"{section}.")
+        if _lookup(local, key.split(".")) is _MISSING
+    ]  # fmt: skip
+
+
+def _dotted(raw: Any, prefix: str) -> list[str]:
+    """Leaf keys of a mapping, dotted (``generate.backends.warp.strength``)."""
+    if not isinstance(raw, dict):
+        return [prefix.removesuffix(".")]
+    return [key for name, value in raw.items() for key in _dotted(value, f"{prefix}{name}.")]
 
 
 def load_params(
     path: Path | None = None, overrides: dict[str, Any] | list[str] | None = None
 ) -> Params:
-    """Load and validate params: defaults, then ``path`` (or ./params.yaml), then overrides."""
+    """Load and validate params: shipped defaults, then ``path`` (or ./params.yaml), then
+    overrides."""
     raw = _read_yaml(default_params_file())
     local = path if path is not None else Path(PARAMS_FILE)
-    if local.is_file() and local.resolve() != default_params_file().resolve():
+    if local.is_file():
         raw = _deep_merge(raw, _read_yaml(local))
-    elif path is not None and not local.is_file():
+    elif path is not None:
         raise ConfigError(f"params file {path} does not exist")
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)

@@ -72,7 +72,13 @@ class StageReport:
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())) or "none"
-        line = f"{self.stage}: {self.n_in} in, {self.n_kept} kept, rejected: {reasons}"
+        if self.extra.get("dry_run"):  # nothing was decoded yet: planned, not kept
+            line = f"{self.stage} (dry run): {self.n_in} in, {self.n_kept} planned, "
+        else:
+            line = f"{self.stage}: {self.n_in} in, {self.n_kept} kept, "
+        line += f"rejected: {reasons}"
         if self.runtime:
             line += "; run: " + ", ".join(f"{k}={v}" for k, v in self.runtime.items())
+        if empty := self.extra.get("empty_classes"):  # no file, so in no manifest: say so
+            line += f"\nwarning: empty class folder(s), in no output: {', '.join(empty)}"
         return line

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     CLASS_TOO_SMALL = "class_too_small"
     IDENTITY_LOST = "identity_lost"  # generate: the variant is no longer the person
     GENERATION_FAILED = "generation_failed"  # generate: the backend made no image
+    PROCESSING_FAILED = "processing_failed"  # any stage: its code raised on this one image
 
 
 @dataclass(kw_only=True)
