@@ -390,10 +390,11 @@ def test_a_detector_error_on_one_photo_rejects_that_photo_alone(tmp_path: Path) 
     raw.mkdir(parents=True)
     for name, side in (("big.png", 64), ("dot.png", 1), ("big2.png", 64)):
         Image.fromarray(np.full((side, side, 3), 90, np.uint8)).save(raw / name)
-    writer = detect.CropWriter(params(), tmp_path / "faces")
+    finder = detect.Finder(params(), _FailsOnTinyImages())  # type: ignore[arg-type]
     rows = [ImageRow(path=str(raw / n), label="a", source="", sha256="0" * 64) for n in
             ("big.png", "dot.png", "big2.png")]  # fmt: skip
-    writer.process(_FailsOnTinyImages(), list(enumerate(rows)))  # type: ignore[arg-type]
+    writer = detect.CropWriter(tmp_path / "faces", "largest")
+    writer.add(detect.find_faces(finder, list(enumerate(rows))))
     kept, rejects = writer.results()
     assert [(Path(r.row.path).name, r.reason) for r in rejects] == [
         ("big.png", "no_face"), ("dot.png", "processing_failed"), ("big2.png", "no_face"),
