@@ -17,11 +17,13 @@ else its own class's most typical image), so ``prep show --rejects`` can show bo
 
 Duplicates and groups are decided by pixels (``pipeline.components.likeness``): two
 crops of a class are *the same photo* when, registered onto each other, they correlate at
-least ``same_photo_correlation``. Hashes and embeddings only choose the pairs worth that
-check, so look-alike photos of one person are never chained together by a threshold. A
-same-photo pair whose hashes are close (and, with embeddings, whose faces agree) is a
-``near_duplicate``; any other same-photo pair is kept, sharing a ``group``, and split keeps
-every group on one side, so no copy of a photo straddles train and test.
+least ``same_photo_correlation`` and no region of the face differs by more than
+``same_photo_region``. Hashes and embeddings only choose the pairs worth that check. A
+same-photo pair (with embeddings: whose faces also agree) is a ``near_duplicate``; a
+same-photo pair the embedder disagrees on is kept, sharing a ``group``, and split keeps
+every group on one side, so no copy of a photo straddles train and test. Sets of copies
+are complete (``_cliques``: every pair the same photo), so a series of similar shots is
+never chained into one set.
 """
 
 from __future__ import annotations
