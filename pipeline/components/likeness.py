@@ -3,22 +3,27 @@
 All functions take grayscale uint8 crops and a ``valid`` mask (True where the crop shows
 the photo; see ``pipeline.crops``), so padding never counts as picture content.
 
-``photo_match`` answers "are these two crops cut from the same photo?": detect already
-aligned both on the face, so a residual affine registration (OpenCV's ECC) of one onto the
-other leaves a correlation near 1 for the same photo, re-encoded, resized, recropped,
-rotated, retoned or mirrored, and clearly lower for another photo of the same person.
-Measured on real crops (dlib's 5 x 11 headshots, face_recognition's photos): same photo
-0.989-1.000, another photo of the same person at most 0.964.
+``Picture.compare`` answers "are these two crops cut from the same photo?": detect
+already aligned both on the face, so a residual affine registration (OpenCV's ECC) of one
+onto the other, mirrored or not, lines up the same photo however it was re-encoded,
+resized, recropped, slightly rotated, retoned or mirrored. What is left is judged twice:
+the correlation over the crop, and the worst cell of a grid over the face
+(``region_difference``), where a closed eye or an open mouth in another photo of the same
+sitting shows even when the whole crop still correlates at 0.99 (ORL's series).
+``benchmarks/same_photo.py`` measures both on real photos and real edits of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.crops import face_box_in_crop, valid_mask_of
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
@@ -33,6 +38,8 @@ _MIN_SHARED = 0.15  # below this share of the crop shown by both, no verdict (0.
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
 _MIN_SCALE = 0.75  # a registration may rescale by 0.75-1.33x (detector jitter, recrops) ...
 _MAX_DRIFT = 0.25  # ... and move by a quarter of the crop from where it started
+_GRID = 4  # region_difference judges the face in 4 x 4 cells ...
+_MIN_CELL = 0.3  # ... each with at least this share of its pixels shown by both crops
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,13 @@ class Picture:
     def hash(self) -> str:
         return phash(self.gray, self.valid)
 
-    def match(self, other: Picture) -> float:
-        """``photo_match`` of the two crops: ~1 when they show the same photo."""
-        return photo_match(
-            self.gray, other.gray, self.valid, other.valid, (self.centre, other.centre)
-        )
+    def compare(self, other: Picture) -> tuple[float, float]:
+        """(correlation, worst region's difference) of ``other`` registered onto this crop,
+        mirrored or not; (-1.0, inf) when the two cannot be registered."""
+        found = best_registration(self, other)
+        if found is None:
+            return -1.0, float("inf")
+        return found.correlation, region_difference(found, self.face)
 
 
 def laplacian_variance(gray: np.ndarray, region: np.ndarray | None = None) -> float:
@@ -104,38 +113,69 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-def photo_match(
-    a: np.ndarray,
-    b: np.ndarray,
-    valid_a: np.ndarray,
-    valid_b: np.ndarray,
-    centres: tuple[tuple[float, float], tuple[float, float]] | None = None,
-) -> float:
-    """The correlation (-1..1) left after registering ``b`` onto ``a``, mirrored or not.
+@dataclass(frozen=True)
+class Registered:
+    """``b`` registered onto ``a``: both in ``a``'s frame, over the pixels both show."""
 
-    ``centres``: the face's centre in each crop, where detect moved a square to stay in
-    its photo (up to the margin); the registration starts from that offset, as ECC only
-    converges from a few pixels away. 0.0 when the two share too little picture to
-    judge; ~1 means the same photo.
+    correlation: float  # ECC's, over what both show
+    a: np.ndarray  # float32
+    b: np.ndarray  # float32, tones matched to ``a``
+    shared: np.ndarray  # bool, in ``a``'s frame
+
+
+def best_registration(first: Picture, second: Picture) -> Registered | None:
+    """``second`` registered onto ``first`` as it is and mirrored: the better-correlated."""
+    (ax, ay), (bx, by) = first.centre, second.centre
+    direct = register(first.gray, second.gray, first.valid, second.valid, (bx - ax, by - ay))
+    width = second.gray.shape[1] - 1
+    mirrored = register(
+        first.gray, second.gray[:, ::-1], first.valid, second.valid[:, ::-1],
+        ((width - bx) - (width - ax), by - ay),
+    )  # fmt: skip
+    found = [r for r in (direct, mirrored) if isinstance(r, Registered)]
+    return max(found, key=lambda r: r.correlation) if found else None
+
+
+def region_difference(found: Registered, face: Box) -> float:
+    """The largest RMS difference left in any cell of a 4 x 4 grid over the face, in units
+    of the face's own grey-level spread.
+
+    One correlation over the whole crop hardly moves when an eye closes or a mouth opens
+    in another photo of the same sitting (same light, background and camera); judged cell
+    by cell, that change stands out, while an edit of the photo (re-encoding, resizing,
+    tones, a small rotation) leaves every cell nearly alike once registered.
     """
-    (ax, ay), (bx, by) = centres or ((0.0, 0.0), (0.0, 0.0))
-    direct = _registered_correlation(a, b, valid_a, valid_b, (bx - ax, by - ay))
-    if direct >= 0.99:
-        return direct
-    width = b.shape[1] - 1
-    offset = ((width - bx) - (width - ax) if centres else 0.0, by - ay)
-    mirrored = _registered_correlation(a, b[:, ::-1], valid_a, valid_b[:, ::-1], offset)
-    return max(direct, mirrored)
+    shared = found.shared
+    gain, offset = np.polyfit(found.b[shared], found.a[shared], 1)  # what tone matching left
+    residual = found.a - (gain * found.b + offset)
+    x1, y1, x2, y2 = (round(v) for v in face)
+    inside = np.zeros_like(shared)
+    inside[max(0, y1) : y2, max(0, x1) : x2] = True
+    inside &= shared
+    if inside.sum() < 16:
+        return float("inf")
+    spread = float(found.a[inside].std()) + 1e-6
+    xs = np.linspace(max(0, x1), x2, _GRID + 1).astype(int)
+    ys = np.linspace(max(0, y1), y2, _GRID + 1).astype(int)
+    worst = 0.0
+    for top, bottom in pairwise(ys):
+        for left, right in pairwise(xs):
+            cell = inside[top:bottom, left:right]
+            if cell.mean() >= _MIN_CELL:  # cells mostly on padding or off the crop: no say
+                values = residual[top:bottom, left:right][cell]
+                worst = max(worst, float(np.sqrt(np.mean(values**2))) / spread)
+    return worst
 
 
-def _registered_correlation(
+def register(
     a: np.ndarray,
     b: np.ndarray,
     valid_a: np.ndarray,
     valid_b: np.ndarray,
     offset: tuple[float, float],
-) -> float:
-    """ECC of ``b`` onto ``a`` from a start of x_b = x_a + offset, over what both show."""
+) -> Registered | float:
+    """``b`` registered onto ``a`` (affine ECC) from x_b = x_a + offset; a float (0.0: too
+    little shared picture, -1.0: no plausible registration) when there is none."""
     size = valid_b.shape[::-1]
     shift = np.float32([[1, 0, offset[0]], [0, 1, offset[1]]])
     a_seen_from_b = cv2.warpAffine(valid_a.astype(np.uint8), shift, size)
@@ -151,7 +191,13 @@ def _registered_correlation(
         )
     except cv2.error:  # did not converge: nothing lines up, so not the same photo
         return -1.0
-    return float(correlation) if _plausible(warp, shift, a.shape[0]) else -1.0
+    if not _plausible(warp, shift, a.shape[0]):
+        return -1.0
+    inverse = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    aligned = cv2.warpAffine(moving, warp, a.shape[::-1], flags=inverse)
+    seen = cv2.warpAffine(valid_b.astype(np.uint8), warp, a.shape[::-1], flags=inverse)
+    shared = cv2.erode(seen & valid_a.astype(np.uint8), _ERODE).astype(bool)
+    return Registered(float(correlation), template, aligned, shared)
 
 
 def _plausible(warp: np.ndarray, start: np.ndarray, size: int) -> bool:
@@ -183,20 +229,47 @@ def _match_tones(image: np.ndarray, own: np.ndarray, other: np.ndarray) -> np.nd
     return np.interp(image, np.maximum.accumulate(source), target).astype(np.float32)
 
 
+# The IJG libjpeg luminance table at quality 50; encoders scale it for other qualities.
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69,
+    56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81,
+    104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+])  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def source_quality(path: str) -> int:
+    """The JPEG quality (1-100) a photo file was saved with, estimated from its luminance
+    quantisation table against libjpeg's; 100 for lossless formats (PNG, ...); 0 when the
+    file cannot be read. Only the header is read."""
+    try:
+        with Image.open(path) as image:
+            tables = getattr(image, "quantization", None) if image.format == "JPEG" else None
+    except (OSError, UnidentifiedImageError):
+        return 0
+    if not tables:
+        return 100
+    scale = 100 * float(np.sum(tables[min(tables)])) / float(_IJG_LUMA.sum())
+    quality = (200 - scale) / 2 if scale <= 100 else 5000 / scale
+    return int(np.clip(round(quality), 1, 100))
+
+
 class Likeness:
     """Which pairs of crops show the same photo; pixels are read only for pairs worth it.
 
     A pair is a *candidate* when its hashes are within ``near_hamming`` bits or, with
     embeddings, its faces within ``duplicate_distance``; a candidate's two crops are decoded
-    (each once) and registered, and correlating at least ``same_photo`` makes them one photo.
+    (each once) and registered. They are one photo when they correlate at least
+    ``same_photo`` and no region of the face differs by more than ``region_limit``
+    (``region_difference``).
     """
 
     def __init__(
         self, near_hamming: int, duplicate_distance: float, same_photo: float,
-        vectors: Embeddings | None = None,
+        region_limit: float, vectors: Embeddings | None = None,
     ) -> None:  # fmt: skip
         self.near_hamming, self.duplicate_distance = near_hamming, duplicate_distance
-        self.threshold, self.vectors = same_photo, vectors
+        self.threshold, self.region_limit, self.vectors = same_photo, region_limit, vectors
         self._pictures: dict[str, Picture | None] = {}
         self._verdicts: dict[tuple[str, str], bool] = {}
 
@@ -219,18 +292,17 @@ class Likeness:
         key = (a.path, b.path) if a.path < b.path else (b.path, a.path)
         if key not in self._verdicts:
             first, second = self.picture(a), self.picture(b)
-            score = first.match(second) if first and second else -1.0
-            self._verdicts[key] = score >= self.threshold
+            correlation, region = first.compare(second) if first and second else (-1, np.inf)
+            self._verdicts[key] = correlation >= self.threshold and region <= self.region_limit
         return self._verdicts[key]
 
     def near_duplicate(self, a: FaceRow, b: FaceRow) -> bool:
-        """The same photo, framed alike (close hashes) and, with embeddings, the same face.
-
-        A perceptual hash alone also matches different photos that merely look alike
-        (the same person in the same pose and light), hence the pixel check.
-        """
-        if hamming(a.phash, b.phash) > self.near_hamming:
-            return False
+        """Any copy of one photo, however edited (re-encoded, resized, cropped, mirrored,
+        retoned, slightly rotated): a candidate pair (close hashes, or close embeddings,
+        which also find the mirrored and recropped copies a hash misses) that passes the
+        pixel check and, with embeddings, shows the same face. A hash or an embedding
+        alone also matches different photos that merely look alike (the same person in
+        the same pose and light); a same photo the embedder disagrees on is only grouped."""
         if self.vectors is not None and self.distance(a, b) > self.duplicate_distance:
             return False
         return self.same_photo(a, b)

@@ -93,6 +93,9 @@ class CleanParams(Section):
     same_photo_correlation: float = Field(
         gt=0.0, le=1.0, description="registered crops correlating this much: the same photo"
     )
+    same_photo_region: float = Field(
+        gt=0.0, description="... and no face region differing more (RMS / face grey spread)"
+    )
 
 
 class SplitParams(Section):

