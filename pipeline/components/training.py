@@ -228,7 +228,8 @@ def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, li
     best_state = _snapshot(loop.net)  # only what trains: the head alone on cached features
     trunk_trains = loop.net is model and n_frozen < n_layers(model)
     history.warmup_epochs = warmup = p.head_warmup_epochs if trunk_trains else 0
-    loop.ramp = Ramp(p.unfreeze_ramp_epochs * len(batches(torch.arange(len(train)), p.batch_size)))
+    steps_per_epoch = len(batches(torch.arange(len(train)), p.batch_size))
+    loop.ramp = Ramp(round(p.unfreeze_ramp_epochs * steps_per_epoch))
     for epoch in range(1, p.epochs + 1):
         apply_freeze(model.trunk, n_layers(model) if epoch <= warmup else n_frozen)
         lr = loop.optimizer.param_groups[0]["lr"]  # the head's (groups sort it first)
