@@ -14,6 +14,7 @@ loopback only. A driver needs ``Cluster.env()`` (RAY_ADDRESS and that switch).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -41,10 +42,15 @@ class Cluster:
     temp_dir: Path
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     seen_workers: set[int] = field(default_factory=set)
+    # Ray's token authentication with a token of this cluster's own: nothing read from or
+    # written to ~/.ray (where a token, once there, would switch a head to token mode)
+    auth: dict[str, str] = field(
+        default_factory=lambda: {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    )
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a `prep` driver on this cluster."""
-        return {**os.environ, **LOOPBACK_ONLY, "RAY_ADDRESS": self.address,
+        return {**os.environ, **LOOPBACK_ONLY, **self.auth, "RAY_ADDRESS": self.address,
                 "PREP_ENGINE": "ray", **extra}  # fmt: skip
 
     def workers(self, busy: bool = False) -> list[int]:
@@ -82,7 +88,7 @@ def loopback_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[Cluster]:
 
 
 def _start(cluster: Cluster, command: list[str], log: Path, extra: dict[str, str]) -> None:
-    env = {**os.environ, **extra}
+    env = {**os.environ, **extra, **cluster.auth}
     with log.open("wb") as out:  # its own session: the node's processes are one group
         node = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
