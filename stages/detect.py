@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_angle
+from pipeline.components.detectors import Face, FaceDetector, build_detector, eye_angle
 from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
@@ -64,7 +64,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     prepare_output_dir(out_dir)
     rows, rejects = scan_image_folder(raw_dir)
     n_files = len(rows) + len(rejects)
-    detector = DETECTORS.get(params.detector)(params)
+    detector = build_detector(params)
     writer = CropWriter(params, out_dir)
     started = time.perf_counter()
     with Progress(len(rows), "detect", "photos") as bar:
@@ -150,14 +150,17 @@ class CropWriter:
             if decision.reason:
                 self._rejected[i] = reject(row, STAGE, decision.reason, decision.detail)
             else:
+                # A whole image (detector none) is the crop itself: no margin around it.
+                margin = 0.0 if detector.whole_image else self.params.margin
                 self._kept[i] = [
-                    self._write(image, row, face, index, decision)
+                    self._write(image, row, face, index, decision, margin)
                     for index, face in enumerate(decision.faces)
                 ]
 
     def _write(
-        self, image: np.ndarray, row: ImageRow, face: Face, index: int, decision: Decision
-    ) -> FaceRow:
+        self, image: np.ndarray, row: ImageRow, face: Face, index: int, decision: Decision,
+        margin: float,
+    ) -> FaceRow:  # fmt: skip
         """Crop, encode and write one face; return its manifest row."""
         others = [f for f in (*decision.faces, *decision.others) if f is not face]
         face = rounded(face)  # the crop is rebuilt from exactly what the manifest records
@@ -165,7 +168,7 @@ class CropWriter:
         height, width = image.shape[:2]
         inside = (width, height) if p.shift_inside else None
         geometry = CropGeometry(
-            crop_matrix(face, p.size, p.margin, p.align, inside), (width, height), p.size
+            crop_matrix(face, p.size, margin, p.align, inside), (width, height), p.size
         )
         crop = crop_face(image, geometry.matrix, p.size, p.padding)
         data = encode_jpeg(crop, p.jpeg_quality)
@@ -174,7 +177,7 @@ class CropWriter:
         picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box))
         return FaceRow(
             path=to_posix(path), label=row.label, source=row.source, sha256=sha256_bytes(data),
-            source_sha256=row.sha256, box=face.box, landmarks=face.landmarks,
+            source_sha256=row.sha256, box=face.box, landmarks=face.landmarks or None,
             prob=round(face.prob, 4), face_px=round(face.short_side), face_index=index,
             **geometry.cells(),  # type: ignore[arg-type]
             face_outside=round(outside_fraction(face.core_box(), width, height), 3),
