@@ -34,8 +34,8 @@ from pipeline.components.label_checks import (  # noqa: E402
     out_of_sample_probs,
 )
 
-PROBS = (0.4, 0.5, 0.6, 0.7)
-RATIOS = (1.0, 2.0, 3.0, 5.0)
+PROBS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+RATIOS = (2.0, 3.0, 4.0, 5.0)
 
 
 def flip(labels: list[str], share: float, rng: np.random.Generator) -> tuple[list[str], set[int]]:

@@ -148,7 +148,8 @@ def run_benchmarks(args: argparse.Namespace, work: Path, manifest: Path, n: int)
     plain_s, stage_s, cached_s, uncached_s = (min(times[k]) for k in times)
     images = n * args.epochs
     return {
-        "setup": {"images": n, "size_on_disk": args.size, "backbone": tune.backbone,
+        "setup": {"images": n, "size_on_disk": args.size,
+                  "backbone": get_backbone(tune.backbone, tune.domain).name,
                   "input_size": get_backbone(tune.backbone, tune.domain).input_size,
                   "batch_size": tune.batch_size, "threads": torch.get_num_threads(),
                   "plain_loop_workers": args.workers, "repeats": args.repeats,

@@ -24,7 +24,6 @@ class Section(BaseModel):
 
 
 Domain = Literal["faces", "objects"]
-DOMAINS: tuple[Domain, ...] = ("faces", "objects")
 
 
 class DomainSection(Section):
