@@ -78,6 +78,8 @@ def list_backbones(
         backbone = get_backbone(entry.name)
         status = WEIGHTS_MEANING[weights_status(backbone)]
         n_layers = len(layer_names(backbone))
+        marker = f"  [default: {', '.join(entry.default_for)}]" if entry.default_for else ""
         typer.echo(
-            f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} {entry.help}"
+            f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} "
+            f"{entry.help}{marker}"
         )
