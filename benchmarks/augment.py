@@ -110,7 +110,7 @@ def floor_atomic(raw: Path, out: Path) -> None:
 
 def stage(recipe: str, workers: int) -> Case:
     params = AugmentParams(
-        factor=FACTOR, recipe=recipe, keep_original=True, workers=workers,
+        domain="faces", factor=FACTOR, recipe=recipe, keep_original=True, workers=workers,
         jpeg_quality=QUALITY, include_generated=False, min_side=8,
     )  # fmt: skip
 

@@ -70,7 +70,7 @@ def plain_loop_seconds(p: TrainParams, folder: Path, n_classes: int, workers: in
     """The loop most tutorials write: ImageFolder + DataLoader + the same model."""
     start = time.perf_counter()
     torch.manual_seed(0)
-    backbone = get_backbone(p.backbone)
+    backbone = get_backbone(p.backbone, p.domain)
     size = p.image_size or backbone.input_size
     model, _ = train.build_model(p, backbone, size, n_classes)
     tf = transforms.Compose([
@@ -148,8 +148,9 @@ def run_benchmarks(args: argparse.Namespace, work: Path, manifest: Path, n: int)
     plain_s, stage_s, cached_s, uncached_s = (min(times[k]) for k in times)
     images = n * args.epochs
     return {
-        "setup": {"images": n, "size_on_disk": args.size, "backbone": tune.backbone,
-                  "input_size": get_backbone(tune.backbone).input_size,
+        "setup": {"images": n, "size_on_disk": args.size,
+                  "backbone": get_backbone(tune.backbone, tune.domain).name,
+                  "input_size": get_backbone(tune.backbone, tune.domain).input_size,
                   "batch_size": tune.batch_size, "threads": torch.get_num_threads(),
                   "plain_loop_workers": args.workers, "repeats": args.repeats,
                   "torch": torch.__version__},

@@ -95,7 +95,7 @@ def run(
     dry_run: bool = False,
 ) -> StageReport:
     """Augment every source ``params.factor`` times; see the module docstring."""
-    recipe = load_recipe(params.recipe)  # fails fast on a bad name or file
+    recipe = load_recipe(params.recipe, params.domain)  # fails fast on a bad name or file
     variants = variant_numbers(recipe, params.factor, params.keep_original)
     rows, rejects, n_in = _read_inputs(source, out_dir, generated, params.include_generated)
     if not n_in:
@@ -260,16 +260,16 @@ class Worker:
 
 
 def build_worker(
-    recipe_spec: str, seed: int, quality: int, keep_original: bool, min_side: int
+    recipe_spec: str, domain: str, seed: int, quality: int, keep_original: bool, min_side: int
 ) -> Worker:
-    return Worker(load_recipe(recipe_spec), seed, quality, keep_original, min_side)
+    return Worker(load_recipe(recipe_spec, domain), seed, quality, keep_original, min_side)
 
 
 def _expand_all(jobs: list[Job], params: AugmentParams, seed: int) -> list[Outcome]:
     """Outcomes in job order, whatever order the pool worked in."""
     setup = partial(
-        build_worker, params.recipe, seed, params.jpeg_quality, params.keep_original,
-        params.min_side,
+        build_worker, params.recipe, params.domain, seed, params.jpeg_quality,
+        params.keep_original, params.min_side,
     )  # fmt: skip
     order = _across_classes(jobs)
     threads = cv2.getNumThreads()

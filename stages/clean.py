@@ -6,6 +6,7 @@ its class) -> exact_duplicate -> near_duplicate -> label_conflict ->
 wrong_identity -> over_class_limit -> class_too_small. Among duplicates the best
 copy survives (``best_copy``): the largest face, then the highest source JPEG quality,
 then the sharpest, then the first path; the reject's ``detail`` says why.
+With label checks (``clean.checks``; objects) wrong_label takes wrong_identity's place.
 
 Sharpness and hashes come from detect, which measured them on the crops it made; only
 rows without them (a manifest from elsewhere) are decoded here. The identity checks
@@ -43,6 +44,7 @@ from pipeline.components.identity import (
     find_wrong_identity,
     medoid_index,
 )
+from pipeline.components.label_checks import check_kind, drop_wrong_labels
 from pipeline.components.likeness import Likeness, Picture, hamming, source_quality
 from pipeline.core.config import CleanParams
 from pipeline.core.errors import StageError, nothing_to_do
@@ -96,10 +98,13 @@ def _checks(params: CleanParams, vectors: Embeddings | None, likeness: Likeness)
         lambda rows: _drop_grouped(rows, likeness.near_duplicate, Reason.NEAR_DUPLICATE),
     ]
     if vectors is not None:
-        checks += [
-            lambda rows: drop_label_conflicts(rows, vectors, params),
-            lambda rows: drop_wrong_identity(rows, vectors, params),
-        ]
+        checks.append(lambda rows: drop_label_conflicts(rows, vectors, params))
+        if check_kind(params) == "labels":  # objects: wrong_label (label_checks)
+            checks.append(
+                lambda rows: drop_wrong_labels(rows, _matrix(rows, vectors), params, STAGE)
+            )
+        else:
+            checks.append(lambda rows: drop_wrong_identity(rows, vectors, params))
     checks += [
         lambda rows: drop_over_limit(rows, params.max_per_class),
         lambda rows: drop_small_classes(rows, params.min_per_class),

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.components.detectors import DETECTORS, Face, FaceDetector, eye_angle
+from pipeline.components.detectors import Face, FaceDetector, build_detector, eye_angle
 from pipeline.components.likeness import Picture
 from pipeline.core.config import DetectParams
 from pipeline.core.crops import CropGeometry, outside_fraction
@@ -75,7 +75,7 @@ def run(params: DetectParams, raw_dir: Path, out_dir: Path) -> StageReport:
     if not n_files:
         raise nothing_to_do(STAGE, f"{raw_dir} holds no files; expected {raw_dir}/<class>/<photos>")
     prepare_output_dir(out_dir)
-    detector = DETECTORS.get(params.detector)(params)  # here too: a bad name fails first
+    detector = build_detector(params)  # here too: a bad name fails first
     writer = CropWriter(out_dir, params.multi_face)
     started = time.perf_counter()
     batches = [[(i, rows[i]) for i in b] for b in batched(size_order(rows), params.batch_size)]
@@ -175,7 +175,7 @@ class Finder:
 
 
 def build_finder(params: DetectParams) -> Finder:
-    return Finder(params, DETECTORS.get(params.detector)(params))
+    return Finder(params, build_detector(params))
 
 
 def find_faces(finder: Finder, batch: list[tuple[int, ImageRow]]) -> list[Found]:
@@ -190,9 +190,11 @@ def find_faces(finder: Finder, batch: list[tuple[int, ImageRow]]) -> list[Found]
             found.append(Found(i, row, rejected=reject(row, STAGE, err.reason, _hint(err))))
     images = [image for _, _, image in decoded]
     faces_of = batch_or_each(finder.detector.detect_batch, images) if decoded else []
+    # A whole image (detector none) is the crop itself: no margin around it.
+    margin = 0.0 if finder.detector.whole_image else params.margin
     for (i, row, image), faces in zip(decoded, faces_of, strict=True):
         try:
-            found.append(_found(params, i, row, image, faces))
+            found.append(_found(params, margin, i, row, image, faces))
         except UserError:
             raise
         except Exception as err:  # this photo fails, not the run
@@ -203,6 +205,7 @@ def find_faces(finder: Finder, batch: list[tuple[int, ImageRow]]) -> list[Found]
 
 def _found(
     params: DetectParams,
+    margin: float,
     i: int,
     row: ImageRow,
     image: np.ndarray,
@@ -217,7 +220,9 @@ def _found(
         return Found(i, row, rejected=reject(row, STAGE, decision.reason, decision.detail))
     kept = decision.faces
     return Found(
-        i, row, crops=tuple(_crop(params, image, row, f, k, decision) for k, f in enumerate(kept))
+        i,
+        row,
+        crops=tuple(_crop(params, margin, image, row, f, k, decision) for k, f in enumerate(kept)),
     )
 
 
@@ -229,6 +234,7 @@ def _hint(err: ImageError) -> str:
 
 def _crop(
     params: DetectParams,
+    margin: float,
     image: np.ndarray,
     row: ImageRow,
     face: Face,
@@ -242,14 +248,14 @@ def _crop(
     height, width = image.shape[:2]
     inside = (width, height) if p.shift_inside else None
     geometry = CropGeometry(
-        crop_matrix(face, p.size, p.margin, p.align, inside), (width, height), p.size
+        crop_matrix(face, p.size, margin, p.align, inside), (width, height), p.size
     )
     crop = crop_face(image, geometry.matrix, p.size, p.padding)
     data = encode_jpeg(crop, p.jpeg_quality)
     picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box))
     row = FaceRow(
         path="", label=row.label, source=row.source, sha256=sha256_bytes(data),
-        source_sha256=row.sha256, box=face.box, landmarks=face.landmarks,
+        source_sha256=row.sha256, box=face.box, landmarks=face.landmarks or None,
         prob=round(face.prob, 4), face_px=round(face.short_side), face_index=index,
         **geometry.cells(),  # type: ignore[arg-type]
         face_outside=round(outside_fraction(face.core_box(), width, height), 3),

@@ -64,7 +64,7 @@ def run(
     rejects = [reject(r, STAGE, *failed[r.sha256]) for r in rows if r.sha256 in failed]
     return StageReport.from_rows(
         STAGE, len(rows), kept, rejects,
-        embedder=params.embedder, dim=embedder.dim, crops=len({r.sha256 for r in rows}),
+        embedder=embedder.name, dim=embedder.dim, crops=len({r.sha256 for r in rows}),
         # what the cache held depends on earlier runs, not on this run's data: runtime
         runtime={"computed": len(computed), "cached": len(current) - len(computed),
                  "seconds": round(time.perf_counter() - started, 2)},

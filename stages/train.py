@@ -188,7 +188,7 @@ def run(
     device = resolve_device(params.device)
     train_rows, val_rows = training_rows(params.source, train_manifest, split_manifest)
     classes = sorted({r.label for r in train_rows})
-    backbone = get_backbone(params.backbone)
+    backbone = get_backbone(params.backbone, params.domain)
     size = params.image_size or backbone.input_size
     model, n_frozen = build_model(params, backbone, size, len(classes))
     model.to(device)

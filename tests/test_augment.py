@@ -27,6 +27,7 @@ MakeFolder = Callable[..., Path]
 
 def params(**changes: object) -> AugmentParams:
     base = {
+        "domain": "faces",
         "factor": 4,
         "recipe": "classic8",
         "keep_original": True,

@@ -71,8 +71,8 @@ def _crop_manifest(tmp_path: Path, n: int, broken: int = 0) -> tuple[Path, list[
     return manifest, rows
 
 
-def test_registry_lists_both_embedders() -> None:
-    assert EMBEDDERS.names() == ["dlib", "facenet"]
+def test_registry_lists_every_embedder() -> None:
+    assert EMBEDDERS.names() == ["dlib", "efficientnet_lite0", "facenet"]
 
 
 def test_models_are_found_without_importing_the_package() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from import_graph import LAYERS, PACKAGES, REPO, imported_modules, module_name
+from import_graph import LAYERS, PACKAGES, REPO, imported_modules, module_file, module_name
 
 
 def layer_of(module: str) -> int | None:
@@ -68,3 +68,54 @@ def test_every_project_module_has_a_layer() -> None:
 def test_the_check_catches_an_upward_import(module: str, source: str, expected: int) -> None:
     """The check above has teeth: a planted upward or cross-stage import is reported."""
     assert len(violations(module, source)) == expected
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle of ``graph`` (module -> modules it imports), once each: the strongly
+    connected components with more than one module, found by Tarjan's algorithm."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            members = []
+            while not members or members[-1] != node:
+                members.append(stack.pop())
+            if len(members) > 1:
+                cycles.append(sorted(members))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def project_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (lazy imports inside functions too)."""
+    graph: dict[str, set[str]] = {}
+    for path in project_modules():
+        imported = imported_modules(path.read_text(encoding="utf-8"))
+        graph[module_name(path)] = {m for m in imported if module_file(m) is not None}
+    return graph
+
+
+def test_no_import_circles() -> None:
+    """A circle (a -> b -> a, even through a lazy import) means shared pieces belong in a module
+    below both: e.g. dlib's face-model files in components.face_models."""
+    assert import_cycles(project_graph()) == []
+
+
+def test_the_circle_check_finds_a_planted_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

@@ -22,7 +22,7 @@ from pipeline.components.recipes import (
 from pipeline.core.errors import UserError
 from pipeline.core.rows import dumps
 
-RANDOM_RECIPES = ["light", "medium", "heavy"]
+RANDOM_RECIPES = ["light", "medium", "heavy", "keras"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def face() -> np.ndarray:
 
 
 def test_registered_names() -> None:
-    assert RECIPES.names() == ["classic8", "heavy", "light", "medium"]
+    assert RECIPES.names() == ["classic8", "heavy", "keras", "light", "medium"]
     assert all(entry.help for entry in RECIPES.entries())
 
 
@@ -96,7 +96,7 @@ def test_recipe_from_file(tmp_path: Path, face: np.ndarray, suffix: str, data_fo
 
 
 def test_unknown_recipe_lists_the_known_names() -> None:
-    with pytest.raises(UserError, match="known: classic8, heavy, light, medium"):
+    with pytest.raises(UserError, match="known: classic8, heavy, keras, light, medium"):
         load_recipe("mediun")
 
 
@@ -153,7 +153,7 @@ def _dot(image: np.ndarray) -> tuple[float, float]:
     return (xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()
 
 
-@pytest.mark.parametrize("name", ["classic8", "light"])  # medium: blur and noise hide the dot
+@pytest.mark.parametrize("name", ["classic8", "light", "keras"])  # medium: blur, noise hide the dot
 def test_moved_says_where_the_pixels_went(name: str) -> None:
     """Flips and turns recorded in the params map a point to where it lands (the face box
     of an augmented crop follows the face)."""

@@ -57,6 +57,7 @@ def main(
 COMMANDS: list[tuple[str, Callable[..., Any], str | None]] = [
     ("sample-data", data_commands.sample_data, "sample_data"),
     ("real-faces", data_commands.real_faces, None),
+    ("fashion-mnist", data_commands.fashion_mnist, None),
     ("detect", prepare.detect, "detect"),
     ("embed", prepare.embed, "embed"),
     ("clean", prepare.clean, "clean"),

@@ -85,3 +85,26 @@ def real_faces(
         f"wrote {len(ground_truth['files'])} real photos of {len(classes)} people to {out}; "
         f"ground truth in {truth}"
     )
+
+
+@user_errors
+def fashion_mnist(
+    out: RawArg = Path("data/raw"),
+    per_class: opt.option(int, "Images per class") = 20,
+    classes: opt.option(
+        list[str] | None, "Class folder names (repeat; `footwear` = the 3 shoe classes); all 10"
+    ) = None,
+    size: opt.option(int, "Side of the written images (upscaled from 28 px)") = 112,
+    skip: opt.option(int, "Skip this many images per class first (disjoint subsets)") = 0,
+    cache: opt.option(Path, "Where the fetched idx files are kept") = Path(".cache/fashion-mnist"),
+) -> None:
+    """Write real object photos: Fashion-MNIST (MIT) from Debian's dataset-fashion-mnist.
+
+    The package is fetched once with `apt-get download` and unpacked with `dpkg -x` (no
+    install); images come from its test split, the first N of each class, as PNG files.
+    Run the pipeline on them with `domain: objects` (`dvc exp run -S domain=objects`).
+    """
+    from demo.fashion_mnist import write_fashion_mnist
+
+    n = write_fashion_mnist(out, cache, per_class, classes, size, skip=skip)
+    typer.echo(f"wrote {n} Fashion-MNIST images ({size} x {size}) to {out}")

@@ -24,6 +24,7 @@ REGISTRIES = {  # kind -> (module, registry)
     "backbones": ("pipeline.components.backbones", "BACKBONES"),
     "generators": ("pipeline.components.generators", "GENERATORS"),
     "embedders": ("pipeline.components.embedders", "EMBEDDERS"),
+    "checks": ("pipeline.components.label_checks", "CHECKS"),
 }
 WEIGHTS_MEANING = {  # backbones.weights_status -> the "weights here" column
     "bundled": "yes (in a package)",
@@ -36,13 +37,17 @@ WEIGHTS_MEANING = {  # backbones.weights_status -> the "weights here" column
 
 @user_errors
 def list_components(
-    kind: opt.argument(str, "recipes | detectors | backbones | generators | embedders") = "recipes",
+    kind: opt.argument(
+        str, "recipes | detectors | backbones | generators | embedders | checks"
+    ) = "recipes",
 ) -> None:
-    """List registered components by name, with one line of help each."""
+    """List registered components by name, with one line of help each; `[default: faces]`
+    marks what `auto` means in that domain (params.yaml `domain`)."""
     if kind not in REGISTRIES:
         raise UserError(f"unknown kind {kind!r}; choose from {', '.join(REGISTRIES)}")
     for entry in _registry(kind).entries():
-        typer.echo(f"{entry.name:<20} {entry.help}")
+        marker = f"  [default: {', '.join(entry.default_for)}]" if entry.default_for else ""
+        typer.echo(f"{entry.name:<20} {entry.help}{marker}")
 
 
 def _registry(kind: str) -> Any:
@@ -91,6 +96,8 @@ def list_backbones(
         backbone = get_backbone(entry.name)
         status = WEIGHTS_MEANING[weights_status(backbone)]
         n_layers = len(layer_names(backbone))
+        marker = f"  [default: {', '.join(entry.default_for)}]" if entry.default_for else ""
         typer.echo(
-            f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} {entry.help}"
+            f"{entry.name:<20} {backbone.input_size:>4} {n_layers:>6}  {status:<42} "
+            f"{entry.help}{marker}"
         )

@@ -40,7 +40,8 @@ def detect(
     params: opt.ParamsOpt = None,
     set_: opt.set_option("min_prob=0.95") = None,
 ) -> None:
-    """Find faces (MTCNN), align them on the eye line and crop them to size x size.
+    """Find faces (MTCNN), align them on the eye line and crop them to size x size; with
+    `domain: objects` (detector none) the whole image, letterboxed or centre-cropped.
 
     Every raw file ends in data/faces/manifest.csv or rejects.csv with a reason:
     outside_root (a link leaving the folder), no_class (not in a class folder),
@@ -72,10 +73,11 @@ def embed(
     params: opt.ParamsOpt = None,
     set_: opt.set_option("num_jitters=1") = None,
 ) -> None:
-    """Embed every face crop (dlib ResNet by default), reusing cached vectors by content hash.
+    """Embed every crop (faces: dlib ResNet; objects: EfficientNet-Lite0), reusing cached
+    vectors by content hash.
 
-    clean uses the vectors to find the wrong person in a class and the same face under
-    two names; baseline classifies with them.
+    clean uses the vectors to find the wrong person (objects: the wrong label) in a class
+    and the same image under two names; baseline classifies with them.
     """
     from stages import embed as stage
 

@@ -42,7 +42,8 @@ class Face:
     """One detected face, in source-image pixels.
 
     ``landmarks`` are five (x, y) points in MTCNN's order: left eye, right eye,
-    nose, mouth left, mouth right ("left" = smaller x in the image).
+    nose, mouth left, mouth right ("left" = smaller x in the image); none for the
+    ``none`` detector's whole image.
     """
 
     box: tuple[float, float, float, float]
@@ -72,7 +73,10 @@ class Face:
         it runs past the frame while the eyes, nose and mouth are all there (dlib's 150 px
         chips: up to 42% of the box outside). The core is what identity needs: measured,
         0% of it is outside on such headshots, 34-68% on faces cut off at the side.
+        Without landmarks (a whole image) the core is the box.
         """
+        if not self.landmarks:
+            return self.box
         xs = [x for x, _ in self.landmarks]
         ys = [y for _, y in self.landmarks]
         grow_x, grow_y = (max(xs) - min(xs)) / 4, (max(ys) - min(ys)) / 4
@@ -87,6 +91,7 @@ class Face:
 
 class FaceDetector(Protocol):
     device: torch.device
+    whole_image: bool  # True: the box is the crop itself (no margin, no turn)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces per image (RGB uint8, any mix of sizes), each list largest first."""
@@ -162,6 +167,8 @@ def faces_from_mtcnn(boxes: Any, probs: Any, points: Any) -> list[Face]:
 class MtcnnDetector:
     """facenet-pytorch MTCNN with size-bucketed batching; weights ship in the wheel."""
 
+    whole_image = False
+
     def __init__(
         self,
         device: torch.device | str = "cpu",
@@ -225,15 +232,59 @@ class MtcnnDetector:
         return [faces_from_mtcnn(boxes[k], probs[k], points[k]) for k in range(len(batch))]
 
 
-@DETECTORS.register("mtcnn", help="MTCNN (facenet-pytorch 2.5.3): box, 5 landmarks, probability")
+@DETECTORS.register(
+    "mtcnn", help="MTCNN (facenet-pytorch 2.5.3): box, 5 landmarks, probability",
+    default_for=("faces",),
+)  # fmt: skip
 def mtcnn(params: DetectParams) -> MtcnnDetector:
     """The detector the ``detect`` section configures; faces down to presence_prob."""
     device = resolve_device(params.device)
     return MtcnnDetector(device, params.max_side, min_prob=params.presence_prob)
 
 
+class WholeImage:
+    """No detection: each image is one "face" with probability 1, for objects.
+
+    ``letterbox``: the box is the whole image, so its crop is the image padded to a square
+    (with detect.padding); ``crop``: the box is the image's centre square. Either way the
+    box's shorter side is the image's, which detect.min_face_px then judges (too_small).
+    """
+
+    whole_image = True
+
+    def __init__(self, fit: str) -> None:
+        self.fit = fit
+        self.device = torch.device("cpu")
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        return [[self.box_of(image.shape[1], image.shape[0])] for image in images]
+
+    def box_of(self, width: int, height: int) -> Face:
+        if self.fit == "letterbox":
+            return Face((0.0, 0.0, float(width), float(height)), (), 1.0)
+        side = min(width, height)
+        left, top = (width - side) / 2, (height - side) / 2
+        return Face((left, top, left + side, top + side), (), 1.0)
+
+
+@DETECTORS.register(
+    "none", help="no detector: the whole image (letterbox or centre crop to detect.size)",
+    default_for=("objects",),
+)  # fmt: skip
+def whole_image(params: DetectParams) -> WholeImage:
+    return WholeImage(params.fit)
+
+
+def build_detector(params: DetectParams) -> FaceDetector:
+    """The detector the ``detect`` section configures (auto: the domain's default)."""
+    return DETECTORS.get(DETECTORS.resolve(params.detector, params.domain))(params)
+
+
 def eye_angle(face: Face) -> float:
-    """Angle of the eye line in radians (0 = horizontal, y grows downwards)."""
+    """Angle of the eye line in radians (0 = horizontal, y grows downwards); 0 without
+    landmarks."""
+    if not face.landmarks:
+        return 0.0
     (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
     return math.atan2(ry - ly, rx - lx)
 

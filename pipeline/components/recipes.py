@@ -17,6 +17,7 @@ albumentations is imported only when such a recipe is built, and without torch
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from abc import ABC, abstractmethod
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 
 from pipeline.core.errors import UserError
-from pipeline.core.registry import Registry
+from pipeline.core.registry import AUTO, Registry
 
 if TYPE_CHECKING:
     import albumentations as alb
@@ -245,7 +246,9 @@ def light() -> Recipe:
     return AlbumentationsRecipe("light", alb.Compose(_pose_and_light(alb, LIGHT), p=1.0))
 
 
-@RECIPES.register("medium", help="light + gamma, blur, noise, JPEG artefacts, CLAHE")
+@RECIPES.register(
+    "medium", help="light + gamma, blur, noise, JPEG artefacts, CLAHE", default_for=("faces",)
+)
 def medium() -> Recipe:
     alb = import_albumentations()
     transforms = [
@@ -275,6 +278,30 @@ def heavy() -> Recipe:
         ),
     ]  # fmt: skip
     return AlbumentationsRecipe("heavy", alb.Compose(transforms, p=1.0))
+
+
+@RECIPES.register(
+    "keras", help="objects: Keras tutorial's turn 40, shift/shear/zoom 0.2, flip",
+    default_for=("objects",),
+)  # fmt: skip
+def keras() -> Recipe:
+    """The Keras small-data tutorial's ImageDataGenerator (cats vs dogs, 2016): rotation up
+    to 40 degrees, width / height shifts and zoom of 0.2, shear 0.2 and horizontal flips,
+    edges filled with the nearest pixel.
+
+    Shear 0.2 is read as radians (~11.5 degrees), as the Keras of that tutorial applied it;
+    later Keras reads it as degrees, where 0.2 would be invisible.
+    """
+    alb = import_albumentations()
+    shear = math.degrees(0.2)
+    transforms = [
+        alb.HorizontalFlip(p=0.5),
+        alb.Affine(
+            rotate=(-40, 40), translate_percent=(-0.2, 0.2), shear=(-shear, shear),
+            scale=(0.8, 1.2), border_mode=cv2.BORDER_REPLICATE, p=1.0,
+        ),
+    ]  # fmt: skip
+    return AlbumentationsRecipe("keras", alb.Compose(transforms, p=1.0))
 
 
 def _affine(rotate: float, scale: float, shift: float, p: float) -> Any:
@@ -326,8 +353,11 @@ def import_albumentations() -> ModuleType:
     return albumentations
 
 
-def load_recipe(spec: str) -> Recipe:
-    """A registered name (``prep list recipes``) or a path to an albumentations YAML/JSON."""
+def load_recipe(spec: str, domain: str = "faces") -> Recipe:
+    """A registered name (``prep list recipes``; ``auto``: the domain's default) or a path
+    to an albumentations YAML/JSON."""
+    if spec == AUTO:
+        spec = RECIPES.resolve(spec, domain)
     if spec in RECIPES:
         return RECIPES.get(spec)()
     path = Path(spec)

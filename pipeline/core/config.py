@@ -23,14 +23,28 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Domain = Literal["faces", "objects"]
+
+
+class DomainSection(Section):
+    """A section whose components depend on the top-level ``domain``.
+
+    ``domain`` is not written in the section: ``Params`` copies the top-level value in, so
+    a component builder that gets only its section can resolve ``auto`` through its
+    registry (``Registry.resolve(value, params.domain)``).
+    """
+
+    domain: Domain = Field(description="copied from the top-level `domain`")
+
+
 class SampleDataParams(Section):
     classes: int = Field(ge=2, le=64)
     per_class: int = Field(ge=3, le=200)
     photo_size: tuple[int, int] = Field(description="(width, height) of the generated photos")
 
 
-class DetectParams(Section):
-    detector: str
+class DetectParams(DomainSection):
+    detector: str = Field(description="`prep list detectors`; auto = the domain's default")
     device: str
     min_prob: float = Field(ge=0.0, le=1.0)
     min_face_px: int = Field(ge=1, description="shorter side of the face box, source pixels")
@@ -55,6 +69,9 @@ class DetectParams(Section):
     max_side: int = Field(ge=64, description="photos are downscaled to this for detection")
     max_pixels: int = Field(ge=1, description="larger images are refused (decompression bombs)")
     jpeg_quality: int = Field(ge=50, le=100)
+    fit: Literal["letterbox", "crop"] = Field(
+        description="detector none: the whole image padded to a square, or its centre square"
+    )
 
     @model_validator(mode="after")
     def _presence_below_min_prob(self) -> DetectParams:
@@ -63,8 +80,8 @@ class DetectParams(Section):
         return self
 
 
-class EmbedParams(Section):
-    embedder: str = Field(description="`prep list embedders`")
+class EmbedParams(DomainSection):
+    embedder: str = Field(description="`prep list embedders`; auto = the domain's default")
     batch_size: int = Field(ge=1, le=1024)
     workers: int = Field(ge=0, description="0 = one per CPU core (dlib); facenet uses one")
     num_jitters: int = Field(ge=0, le=100, description="dlib: average over N jittered copies")
@@ -73,7 +90,8 @@ class EmbedParams(Section):
     device: str
 
 
-class CleanParams(Section):
+class CleanParams(DomainSection):
+    checks: str = Field(description="identity | labels | auto (the domain's): `prep list checks`")
     near_duplicate_hamming: int = Field(ge=0, le=64)
     blur_relative: float = Field(ge=0.0, le=1.0)
     min_face_px: int = Field(ge=1)
@@ -96,6 +114,13 @@ class CleanParams(Section):
     same_photo_region: float = Field(
         gt=0.0, description="... and no face region differing more (RMS / face grey spread)"
     )
+    wrong_label_folds: int = Field(ge=2, le=20, description="cross-validation folds")
+    wrong_label_prob: float = Field(
+        gt=0.0, le=1.0, description="out-of-sample probability of another class at least this"
+    )
+    wrong_label_ratio: float = Field(
+        ge=1.0, description="... and at least this many times the given class's probability"
+    )
 
 
 class SplitParams(Section):
@@ -111,7 +136,7 @@ class SplitParams(Section):
         return self
 
 
-class AugmentParams(Section):
+class AugmentParams(DomainSection):
     factor: int = Field(ge=1, le=1000)
     recipe: str = Field(description="a registered recipe name or a path to an albumentations YAML")
     keep_original: bool
@@ -212,7 +237,7 @@ class GenerateParams(Section):
         return value
 
 
-class TrainParams(Section):
+class TrainParams(DomainSection):
     backbone: str = Field(description="`prep backbones` lists them")
     weights: str | None = Field(default=..., description="state_dict file; null = standard")
     image_size: int | None = Field(default=..., ge=32, le=1024, description="null = native")
@@ -284,6 +309,7 @@ class BaselineParams(Section):
 
 class Params(Section):
     seed: int = Field(ge=0)
+    domain: Domain = Field(description="faces | objects: picks each stage's `auto` components")
     sample_data: SampleDataParams
     detect: DetectParams
     embed: EmbedParams
@@ -294,3 +320,21 @@ class Params(Section):
     augment: AugmentParams
     train: TrainParams
     evaluate: EvaluateParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_domain(cls, raw: Any) -> Any:
+        """Copy the top-level domain into each section that resolves components by it."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("domain"), str):
+            return raw  # a missing or wrong domain is reported by its own field
+        raw = dict(raw)
+        for name, field in cls.model_fields.items():
+            section = raw.get(name)
+            kind = field.annotation
+            if not (isinstance(section, dict) and isinstance(kind, type)):
+                continue
+            if issubclass(kind, DomainSection):
+                if section.get("domain", raw["domain"]) != raw["domain"]:
+                    raise ValueError(f"{name}.domain: set the top-level `domain`, not a section's")
+                raw[name] = {**section, "domain": raw["domain"]}
+        return raw

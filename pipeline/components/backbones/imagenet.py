@@ -58,7 +58,9 @@ def _replace_last_linear(model: nn.Module) -> int:
     return dim
 
 
-@BACKBONES.register("efficientnet_lite0", help="EfficientNet-Lite0, ImageNet, bundled")
+@BACKBONES.register(
+    "efficientnet_lite0", help="EfficientNet-Lite0, ImageNet, bundled", default_for=("objects",)
+)
 def efficientnet_lite0() -> Backbone:
     def make(size: int) -> tuple[nn.Module, int]:
         from efficientnet_lite_pytorch import EfficientNet
