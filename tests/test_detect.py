@@ -378,6 +378,7 @@ class _FailsOnTinyImages:
     """A detector that raises on any batch holding an image under 16 px, as a model might."""
 
     device = "cpu"
+    whole_image = False
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
         if any(min(image.shape[:2]) < 16 for image in images):
