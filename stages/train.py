@@ -269,4 +269,5 @@ def _make_loop(
         scaler=torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=p.amp),
         n_classes=n_classes, device=device, p=p,
         generator=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed),
+        batchnorm_eval=p.batchnorm_stats == "frozen" and not scratch,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from tiny_faces import make_dataset
 
 from pipeline.components import optimizers, training
 from pipeline.components.backbones import freeze_layers, get_backbone
-from pipeline.components.classifier import count_trainable, load_model
+from pipeline.components.classifier import count_trainable, load_model, set_train_mode
 from pipeline.components.training import (
     EarlyStopping,
     batches,
@@ -283,11 +283,13 @@ def test_param_groups_give_the_trunk_a_fraction_of_the_rate_and_vectors_no_decay
     assert {g["lr"] for g in scratch} == {0.01}
 
 
-def test_a_trunk_trained_from_scratch_learns_at_the_heads_rate() -> None:
-    p = params(backbone="small_cnn", freeze=0, epochs=1, head_warmup_epochs=0)
+def test_a_trunk_trained_from_scratch_learns_at_the_heads_rate_and_batch_statistics() -> None:
+    p = params(backbone="small_cnn", freeze=0, epochs=1, head_warmup_epochs=0,
+               batchnorm_stats="frozen")  # fmt: skip
     loop = train._make_loop(p, build_model(p, get_backbone("small_cnn"), 32, 3)[0], False,
                             get_backbone("small_cnn"), 3, torch.device("cpu"), 0)  # fmt: skip
     assert {g["lr"] for g in loop.optimizer.param_groups} == {p.lr}
+    assert not loop.batchnorm_eval  # random running statistics mean nothing
 
 
 def test_the_trunk_rate_ramps_up_after_unfreezing() -> None:
@@ -367,3 +369,16 @@ def test_a_model_of_another_backbone_is_refused_by_name(in_tmp: Path) -> None:
         build_model(params(weights="models"), get_backbone("efficientnet_lite0"), 32, 3)
     with pytest.raises(UserError, match="no model prep trained"):
         build_model(params(weights="data"), get_backbone("efficientnet_lite0"), 32, 3)
+
+
+def test_frozen_batchnorm_statistics_stay_while_their_scales_train() -> None:
+    p = params(freeze=0, batchnorm_stats="frozen")
+    model, _ = build_model(p, get_backbone("small_cnn"), 32, n_classes=3)
+    set_train_mode(model, batchnorm_eval=True)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model(torch.rand(4, 3, 32, 32)).sum().backward()
+    assert not bn.training and bn.weight.grad is not None  # the scale still learns
+    assert torch.equal(bn.running_mean, before)
+    set_train_mode(model)
+    assert bn.training

@@ -129,16 +129,19 @@ def apply_freeze(trunk: nn.Module, n_frozen: int) -> None:
             param.requires_grad_(index >= n_frozen)
 
 
-def set_train_mode(model: nn.Module) -> None:
+def set_train_mode(model: nn.Module, batchnorm_eval: bool = False) -> None:
     """Train mode, except modules whose parameters are all fixed: they keep eval behaviour.
 
     A frozen BatchNorm must not drift its running statistics to the few new images, and a
-    fully frozen block must not apply stochastic depth.
+    fully frozen block must not apply stochastic depth. ``batchnorm_eval`` keeps every
+    BatchNorm on its running statistics while its scale and shift still train: a few-shot
+    batch's own statistics are noisy.
     """
     model.train()
     for module in model.modules():
         params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
+        frozen = params and not any(p.requires_grad for p in params)
+        if frozen or (batchnorm_eval and isinstance(module, nn.modules.batchnorm._BatchNorm)):
             module.eval()
 
 

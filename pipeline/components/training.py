@@ -158,6 +158,7 @@ class Loop:
     generator: torch.Generator
     rng: np.random.Generator
     ramp: Ramp = field(default_factory=lambda: Ramp(0))
+    batchnorm_eval: bool = False  # BatchNorm on its running statistics while training
 
 
 def optimizer_step(loop: Loop, loss: torch.Tensor, trunk_trains: bool) -> None:
@@ -181,7 +182,7 @@ def optimizer_step(loop: Loop, loss: torch.Tensor, trunk_trains: bool) -> None:
 
 def train_epoch(loop: Loop, data: Data, desc: str, trunk_trains: bool = False) -> EpochStats:
     p, start = loop.p, time.perf_counter()
-    set_train_mode(loop.net)
+    set_train_mode(loop.net, loop.batchnorm_eval)
     order = torch.randperm(len(data), generator=loop.generator)
     total_loss, correct = 0.0, 0
     beta = (p.mixup_alpha, p.mixup_alpha) if p.mixup == "label" else p.data_mixup_beta

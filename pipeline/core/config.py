@@ -277,6 +277,10 @@ class TrainParams(DomainSection):
     amp: bool
     max_memory_gb: float = Field(gt=0.0, description="decoded training images held in memory")
     calibrate: bool = Field(description="fit a softmax temperature on the validation rows")
+    batchnorm_stats: Literal["batch", "frozen"] = Field(
+        description="batch: BatchNorm normalises with each batch's statistics while training; "
+        "frozen: with the pretrained running statistics"
+    )
 
     @field_validator("freeze", mode="before")
     @classmethod
