@@ -91,10 +91,10 @@ class CleanParams(Section):
         ge=0.0, description="embeddings closer: checked pixel by pixel for the same photo"
     )
     same_photo_correlation: float = Field(
-        gt=0.0, le=1.0, description="registered crops correlating this much: the same photo"
+        gt=0.0, le=1.0, description="registered crops correlating this much: a possible copy"
     )
     same_photo_region: float = Field(
-        gt=0.0, description="... and no face region differing more (RMS / face grey spread)"
+        gt=0.0, description="... a verified copy (rejected) if no face region differs more"
     )
 
 
