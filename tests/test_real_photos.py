@@ -178,7 +178,7 @@ def test_orl_series_survives_clean_and_splits(orl_faces: RealFaces, tmp_path: Pa
 
     None of them is a copy of another, so with the defaults clean may call at most 1 %
     duplicates and drops no class. Photos of one sitting that pass only the loose level
-    (possible copies) share groups; measured: 76 groups of 2-5 holding 173 of the 396
+    (possible copies) share groups; measured: 76 groups of 2-5 holding 170 of the 391 kept
     photos, none more than half its class, and split still gets train 3 + val 1 + test.
     """
     from stages import split
