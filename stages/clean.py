@@ -20,11 +20,12 @@ Duplicates and groups are decided by pixels (``pipeline.components.likeness``): 
 crops of a class are *the same photo* when, registered onto each other, they correlate at
 least ``same_photo_correlation`` and no region of the face differs by more than
 ``same_photo_region``. Hashes and embeddings only choose the pairs worth that check. A
-same-photo pair (with embeddings: whose faces also agree) is a ``near_duplicate``; a
-same-photo pair the embedder disagrees on is kept, sharing a ``group``, and split keeps
-every group on one side, so no copy of a photo straddles train and test. Sets of copies
-are complete (``_cliques``: every pair the same photo), so a series of similar shots is
-never chained into one set.
+same-photo pair (with embeddings: whose faces also agree) is a ``near_duplicate``. A
+*possible* copy (the correlation alone: a heavily edited copy the region check misses, or
+another photo of the same sitting) and a same-photo pair the embedder disagrees on are
+kept, sharing a ``group``, and split keeps every group on one side, so no copy of a photo
+straddles train and test. Sets of copies and groups are complete (``_cliques``: every
+pair alike), so a series of similar shots is never chained into one set.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def run(
     for check in _checks(params, vectors, likeness):
         kept, dropped = check(kept)
         rejects += dropped
-    kept = assign_groups(kept, likeness.same_photo)
+    kept = assign_groups(kept, likeness.possible_copy)
     write_rows(out_dir / "manifest.csv", kept, header=CleanRow)
     write_rows(out_dir / "rejects.csv", rejects)
     classes = sorted({row.label for row in kept})

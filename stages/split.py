@@ -71,14 +71,47 @@ def assign(rows: list[SplitRow], n_train: int, n_val: int, seed: int) -> list[Sp
     label = rows[0].label
     order = sorted(groups, key=lambda g: (derive_seed(seed, f"{label}/{g}"), g))
     remaining = {Split.TRAIN: n_train, Split.VAL: n_val}
+    reachable = _reachable([len(groups[name]) for name in order], n_train, n_val)
+    exact = (n_train, n_val) in reachable[0]
     out: list[SplitRow] = []
-    for name in order:
-        members = groups[name]
-        split = next((s for s in remaining if len(members) <= remaining[s]), Split.TEST)
+    for k, name in enumerate(order):
+        size = len(groups[name])
+        later = reachable[k + 1] if exact else None
+        split = next((s for s in remaining if _fits(remaining, s, size, later)), Split.TEST)
         if split != Split.TEST:
-            remaining[split] -= len(members)
-        out += [replace(row, split=split) for row in members]
+            remaining[split] -= size
+        out += [replace(row, split=split) for row in groups[name]]
     return out
+
+
+def _fits(
+    remaining: dict[Split, int], split: Split, size: int, later: set[tuple[int, int]] | None
+) -> bool:
+    """Whether a group of ``size`` fits ``split`` and, given what ``later`` groups can fill
+    exactly (None: no exact fill exists, first fit alone), train and val can still be
+    filled exactly after it."""
+    if size > remaining[split]:
+        return False
+    train = remaining[Split.TRAIN] - (size if split == Split.TRAIN else 0)
+    val = remaining[Split.VAL] - (size if split == Split.VAL else 0)
+    return later is None or (train, val) in later
+
+
+def _reachable(sizes: list[int], n_train: int, n_val: int) -> list[set[tuple[int, int]]]:
+    """For each k, the (train, val) counts that groups ``sizes[k:]`` can fill exactly.
+
+    ``assign`` takes groups in their seeded order, first fit, as long as what is left can
+    still fill train and val exactly: plain first fit can strand a class whose look-alike
+    groups (clean's possible copies) would fit another way (ORL: a group of 3 placed in
+    train first leaves no single image for val).
+    """
+    reachable = [{(0, 0)}]
+    for size in reversed(sizes):
+        last = reachable[-1]
+        more = {(t + size, v) for t, v in last if t + size <= n_train}
+        more |= {(t, v + size) for t, v in last if v + size <= n_val}
+        reachable.append(last | more)
+    return reachable[::-1]
 
 
 def _underfilled(rows: list[SplitRow], n_train: int, n_val: int) -> str:

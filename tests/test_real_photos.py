@@ -180,7 +180,9 @@ def test_orl_series_survives_clean_and_splits(orl_faces: RealFaces, tmp_path: Pa
     """ORL: 40 people x 10 distinct photos of one sitting (other expression, gaze, pose).
 
     None of them is a copy of another, so with the defaults clean may call at most 1 %
-    duplicates, drops no class, groups nothing, and split gets train 3 + val 1 + test.
+    duplicates and drops no class. Photos of one sitting that pass only the loose level
+    (possible copies) share groups; measured: 76 groups of 2-5 holding 170 of the 391 kept
+    photos, none more than half its class, and split still gets train 3 + val 1 + test.
     """
     from stages import split
 
@@ -190,8 +192,9 @@ def test_orl_series_survives_clean_and_splits(orl_faces: RealFaces, tmp_path: Pa
     assert {r["reason"] for r in rejects} <= {"near_duplicate", "wrong_identity"}
     kept = read_manifest(orl_faces.clean / "manifest.csv")
     assert len({r["label"] for r in kept}) == 40
-    sizes = Counter(r["group"] for r in kept)
-    assert sum(n for n in sizes.values() if n > 1) <= 4  # a series is not chained into groups
+    sizes = Counter((r["label"], r["group"]) for r in kept)
+    per_class = Counter(r["label"] for r in kept)
+    assert all(n <= per_class[label] / 2 for (label, _), n in sizes.items())  # never chained
     params = load_params()
     split.run(params.split, params.seed, orl_faces.clean / "manifest.csv", tmp_path / "split")
     rows = read_manifest(tmp_path / "split" / "manifest.csv")
@@ -283,43 +286,81 @@ def _class_photos(members: dict[str, bytes], label: str) -> dict[str, bytes]:
     return photos
 
 
-def test_edited_copies_are_caught_as_duplicates_of_their_original_never_wrongly(
-    edited_copies: EditedCopies, tmp_path: Path
-) -> None:
-    """Each edit in a class of its own with its original and 3 other photos of the sitting
-    or person, clean with the defaults. Never is another photo rejected, nor the original
-    in favour of a worse copy (EITHER_WAY: copies no worse than their original). Not every
-    copy is caught yet: the same-photo test is set so that ORL's series keeps its photos
-    (README "The same photo": a watermark across the face is never caught). Measured on
-    this set: 31 of the 39 copies detect keeps (79 %); the floor below is 70 %."""
+def _clean_one_edit(
+    copies: EditedCopies, test_class: str, by_name: dict[str, dict[str, str]], out: Path
+) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """Clean (defaults) over an edit in a class of its own with its original and 3 other
+    photos of the sitting or person: (rejects as (path, reason, conflict_with), {kept
+    path: group})."""
     from pipeline.core.manifest import write_manifest
     from stages import clean
 
-    rows = read_manifest(edited_copies.faces / "manifest.csv")
-    by_name = {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r for r in rows}
-    caught, missed, wrong = [], [], []
+    original, edit = copies.classes[test_class]
+    label = original.split("/")[0]
+    others = sorted(n for n in by_name if n.startswith(f"{label}/") and "/edit_" not in n
+                    and n.split("/")[1] not in KNOWN_COPIES and n != original)  # fmt: skip
+    manifest = out / "faces.csv"
+    manifest.parent.mkdir(parents=True)
+    write_manifest(manifest, [by_name[n] for n in [original, edit, *others[:3]]])
+    clean.run(load_params().clean, manifest, out / "clean", copies.embeddings)
+    rejects = read_manifest(out / "clean" / "rejects.csv")
+    kept = read_manifest(out / "clean" / "manifest.csv")
+    outcome = [(r["path"], r["reason"], r["conflict_with"]) for r in rejects]
+    return outcome, {r["path"]: r["group"] for r in kept}
+
+
+def _raw_names(copies: EditedCopies) -> dict[str, dict[str, str]]:
+    rows = read_manifest(copies.faces / "manifest.csv")
+    return {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r for r in rows}
+
+
+def test_edited_copies_are_rejected_or_grouped_with_their_original_never_wrongly(
+    edited_copies: EditedCopies, tmp_path: Path
+) -> None:
+    """Each edit in a class of its own with its original and 3 other photos of the sitting
+    or person, clean with the defaults. A copy is caught when it is rejected as a
+    near_duplicate of its original (a verified copy) or kept in its original's group (a
+    possible copy: split then keeps both on one side, so nothing leaks into test). Never
+    is another photo rejected, nor the original in favour of a worse copy (EITHER_WAY:
+    copies no worse than their original). Measured on this set: of the 39 copies detect
+    keeps, 31 are rejected (79 %; the floor below is 70 %) and the other 8 grouped with
+    their original (3 watermarks, JPEG 30 and 60, brighter, scale 0.75 and 1.5): none
+    leaks (README "The same photo")."""
+    by_name = _raw_names(edited_copies)
+    rejected, grouped, leaked, wrong = [], [], [], []
     for test_class, (original, edit) in edited_copies.classes.items():
-        label = original.split("/")[0]
         if edit not in by_name:  # detect dropped it (a crop that cuts the face, ...)
             continue
-        others = sorted(n for n in by_name if n.startswith(f"{label}/") and "/edit_" not in n
-                        and n.split("/")[1] not in KNOWN_COPIES and n != original)  # fmt: skip
-        manifest = tmp_path / test_class / "faces.csv"
-        manifest.parent.mkdir()
-        write_manifest(manifest, [by_name[n] for n in [original, edit, *others[:3]]])
-        clean.run(load_params().clean, manifest, tmp_path / test_class / "clean",
-                  edited_copies.embeddings)  # fmt: skip
-        rejects = read_manifest(tmp_path / test_class / "clean" / "rejects.csv")
-        outcome = [(r["path"], r["reason"], r["conflict_with"]) for r in rejects]
+        outcome, groups = _clean_one_edit(edited_copies, test_class, by_name, tmp_path / test_class)
         copy, source = by_name[edit]["path"], by_name[original]["path"]
         if outcome == [(copy, "near_duplicate", source)] or (
             test_class.endswith(EITHER_WAY) and outcome == [(source, "near_duplicate", copy)]
         ):
-            caught.append(test_class)
+            rejected.append(test_class)
+        elif outcome == [] and groups[copy] == groups[source]:
+            grouped.append(test_class)
         elif outcome == []:
-            missed.append(test_class)
+            leaked.append(test_class)
         else:
             wrong.append((test_class, outcome))
     assert wrong == []
-    assert len(caught) + len(missed) >= 0.8 * len(edited_copies.classes)  # detect kept most
-    assert len(caught) >= 0.7 * (len(caught) + len(missed)), (caught, missed)
+    kept = len(rejected) + len(grouped) + len(leaked)
+    assert kept >= 0.8 * len(edited_copies.classes)  # detect kept most
+    assert len(rejected) >= 0.7 * kept, (rejected, grouped, leaked)
+    assert leaked == [], (grouped, leaked)
+
+
+def test_a_watermarked_copy_the_strict_test_misses_is_grouped_with_its_original(
+    edited_copies: EditedCopies, tmp_path: Path
+) -> None:
+    """A watermark across the face fails the region check (README: never verified), so
+    the copy is kept, but in its original's group and no other photo's: split cannot put
+    it on the other side from its original, and the other photos stay free."""
+    by_name = _raw_names(edited_copies)
+    test_class = "s11~watermark"
+    original, edit = edited_copies.classes[test_class]
+    outcome, groups = _clean_one_edit(edited_copies, test_class, by_name, tmp_path / "one")
+    copy, source = by_name[edit]["path"], by_name[original]["path"]
+    assert outcome == []  # the region check missed it: not rejected
+    assert groups[copy] == groups[source]
+    assert list(groups.values()).count(groups[source]) == 2

@@ -259,9 +259,13 @@ class Likeness:
 
     A pair is a *candidate* when its hashes are within ``near_hamming`` bits or, with
     embeddings, its faces within ``duplicate_distance``; a candidate's two crops are decoded
-    (each once) and registered. They are one photo when they correlate at least
-    ``same_photo`` and no region of the face differs by more than ``region_limit``
-    (``region_difference``).
+    (each once) and registered. Two levels: a *verified* copy (method ``same_photo``)
+    correlates at least the ``same_photo`` threshold and no region of the face differs by
+    more than ``region_limit`` (``region_difference``); a *possible* copy (method
+    ``possible_copy``) only correlates at least the threshold. The strict level keeps
+    another photo of one sitting (ORL) from being thrown away but misses some heavily
+    edited copies (a watermark, an 80 % crop); the loose one catches those, and another
+    photo of the sitting it also catches costs only a shared ``group``, not the photo.
     """
 
     def __init__(
@@ -271,7 +275,7 @@ class Likeness:
         self.near_hamming, self.duplicate_distance = near_hamming, duplicate_distance
         self.threshold, self.region_limit, self.vectors = same_photo, region_limit, vectors
         self._pictures: dict[str, Picture | None] = {}
-        self._verdicts: dict[tuple[str, str], bool] = {}
+        self._scores: dict[tuple[str, str], tuple[float, float]] = {}
 
     def distance(self, a: FaceRow, b: FaceRow) -> float:
         """Euclidean distance of the two faces' embeddings (inf without them)."""
@@ -287,14 +291,27 @@ class Likeness:
         return self.distance(a, b) <= self.duplicate_distance
 
     def same_photo(self, a: FaceRow, b: FaceRow) -> bool:
+        """A verified copy: the whole crop and every region of the face agree."""
         if not self.candidate(a, b):
             return False
+        correlation, region = self.scores(a, b)
+        return correlation >= self.threshold and region <= self.region_limit
+
+    def possible_copy(self, a: FaceRow, b: FaceRow) -> bool:
+        """A verified copy, or a pair whose crops correlate as one photo's do though a
+        region differs: a heavily edited copy (a watermark across the face, an 80 % crop, a
+        5 degree turn) or another photo of the same sitting. Clean groups these, so split
+        never puts them on both sides; it rejects only verified copies."""
+        return self.candidate(a, b) and self.scores(a, b)[0] >= self.threshold
+
+    def scores(self, a: FaceRow, b: FaceRow) -> tuple[float, float]:
+        """(correlation, worst region's difference) of the pair, computed once."""
         key = (a.path, b.path) if a.path < b.path else (b.path, a.path)
-        if key not in self._verdicts:
+        if key not in self._scores:
             first, second = self.picture(a), self.picture(b)
-            correlation, region = first.compare(second) if first and second else (-1, np.inf)
-            self._verdicts[key] = correlation >= self.threshold and region <= self.region_limit
-        return self._verdicts[key]
+            found = first.compare(second) if first and second else (-1.0, float("inf"))
+            self._scores[key] = found
+        return self._scores[key]
 
     def near_duplicate(self, a: FaceRow, b: FaceRow) -> bool:
         """Any copy of one photo, however edited (re-encoded, resized, cropped, mirrored,

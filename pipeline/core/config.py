@@ -109,10 +109,10 @@ class CleanParams(DomainSection):
         ge=0.0, description="embeddings closer: checked pixel by pixel for the same photo"
     )
     same_photo_correlation: float = Field(
-        gt=0.0, le=1.0, description="registered crops correlating this much: the same photo"
+        gt=0.0, le=1.0, description="registered crops correlating this much: a possible copy"
     )
     same_photo_region: float = Field(
-        gt=0.0, description="... and no face region differing more (RMS / face grey spread)"
+        gt=0.0, description="... a verified copy (rejected) if no face region differs more"
     )
     wrong_label_folds: int = Field(ge=2, le=20, description="cross-validation folds")
     wrong_label_prob: float = Field(
