@@ -16,6 +16,7 @@ import pytest
 from conftest import SampleFaces, SampleRaw, tree_digest
 from PIL import Image, ImageOps
 
+from pipeline.components.cropping import crop_face, crop_matrix
 from pipeline.components.detectors import (
     DETECTORS,
     Face,
@@ -33,7 +34,7 @@ from pipeline.core.manifest import read_manifest
 from pipeline.core.params import load_params
 from pipeline.core.rows import FaceRow, ImageRow, parse_row
 from stages import detect
-from stages.detect import crop_face, crop_matrix, decide
+from stages.detect import decide
 
 # Clean photos (and odd formats) detect may wrongly reject. The generator checks each
 # photo with this very detector, so none should be; a failure here is a real regression.
