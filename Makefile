@@ -27,8 +27,7 @@ demo: install
 	$(BIN)/dvc repro
 	@echo
 	@$(BIN)/prep summary
-	@echo
-	@$(BIN)/dvc metrics show metrics/test.json reports/baseline.json
+	@echo "(every metric: dvc metrics show --json; experiments side by side: prep summary -e)"
 
 # Real photos for the tests, inside two sdists on PyPI, fetched once with pip; tests read the
 # tarballs (demo/real_faces.py): face_recognition 1.3.0's test images (Obama, Biden; MIT) and

@@ -10,6 +10,9 @@ variant 0 is the source itself (its bytes copied when it is a plain RGB JPEG) an
 variants 1..factor-1 come from the recipe; without it all ``factor`` outputs are
 augmented, numbered 0..factor-1, except for a recipe whose variant 0 is the
 identity (classic8), which then uses 1..factor so that no output is the original.
+classic8 with a factor below 8 takes the most spread-out of its 8 combinations
+instead (``Recipe.variant_numbers``), so the variant numbers can skip: factor 4 is
+variants 0, 3, 5, 6 (each of flip, threshold and blur in two of the four).
 
 Speed comes from what the floor (decode + encode + write) is made of, not from
 the transforms: long-lived workers that build the recipe once, one decode per
@@ -96,7 +99,7 @@ def run(
 ) -> StageReport:
     """Augment every source ``params.factor`` times; see the module docstring."""
     recipe = load_recipe(params.recipe, params.domain)  # fails fast on a bad name or file
-    variants = variant_numbers(recipe, params.factor, params.keep_original)
+    variants = recipe.variant_numbers(params.factor, params.keep_original)
     rows, rejects, n_in = _read_inputs(source, out_dir, generated, params.include_generated)
     if not n_in:
         what = "a folder with no files" if source.is_dir() else "a manifest with no train rows"
@@ -125,16 +128,6 @@ def run(
     return StageReport.from_rows(
         STAGE, n_in, kept, rejects, runtime=runtime, outputs=len(out_rows), **extra
     )
-
-
-def variant_numbers(recipe: Recipe, factor: int, keep_original: bool) -> range:
-    """The variant numbers of one source's outputs (a variant number names one image)."""
-    if keep_original or not recipe.identity_at_zero:
-        variants = range(factor)
-    else:
-        variants = range(1, factor + 1)
-    recipe.check_variants(variants)
-    return variants
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -183,7 +176,7 @@ def _check_outside(out_dir: Path, rows: list[GeneratedRow]) -> None:
 
 
 def _plan(
-    rows: list[tuple[GeneratedRow, Kind]], out_dir: Path, variants: range
+    rows: list[tuple[GeneratedRow, Kind]], out_dir: Path, variants: tuple[int, ...]
 ) -> tuple[list[Job], list[Rejected]]:
     """Output paths for every source, or a reject when a source cannot be planned."""
     prefix = to_posix(out_dir)  # once: resolving 10,000 output paths would cost syscalls
@@ -204,7 +197,7 @@ def _plan(
             continue
         claimed[stem] = row.path
         paths = tuple(f"{stem}_{v:02d}{OUTPUT_SUFFIX}" for v in variants)
-        jobs.append(Job(row, row.sha256, first_kind, tuple(variants), paths))
+        jobs.append(Job(row, row.sha256, first_kind, variants, paths))
     return jobs, rejects
 
 

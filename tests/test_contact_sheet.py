@@ -1,4 +1,4 @@
-"""Contact sheets: size, order of rows and variants, unreadable tiles, bad manifests."""
+"""Contact sheets: size, order of rows and variants, unreadable tiles, bad manifests, fonts."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.cli import contact_sheet
 from pipeline.cli.contact_sheet import (
     PAD,
     PLACEHOLDER,
     Tile,
     augment_sheet,
+    caption_font,
     caption_height,
     sheet_size,
     tile_sheet,
@@ -68,3 +70,44 @@ def test_not_an_augment_manifest(tmp_path: Path) -> None:
     write_manifest(tmp_path / "faces.csv", [{"path": "a.jpg", "label": "x"}])
     with pytest.raises(UserError, match="not an augment manifest"):
         augment_sheet(tmp_path / "faces.csv", tmp_path / "sheet.png")
+
+
+NOTDEF = "\U0010fffd"  # a private-use code point no font covers: drawn as the missing glyph
+
+
+def glyph(char: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> np.ndarray:
+    canvas = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(canvas).text((4, 4), char, fill=255, font=font)
+    return np.asarray(canvas)
+
+
+def test_captions_draw_non_latin_letters(tmp_path: Path) -> None:
+    """Pillow's default font draws Ë, Å, Д, Σ as its missing-glyph box: the caption font
+    gives each its own glyph, and a sheet captioned "Ångström" differs from one captioned
+    with a missing glyph in the place of Å."""
+    font = caption_font(16)
+    assert isinstance(font, ImageFont.FreeTypeFont) and font.getname()[0] == "DejaVu Sans"
+    box = glyph(NOTDEF, font)
+    for char in "ëÅöДмитийΣωκράης":
+        drawn = glyph(char, font)
+        assert drawn.any() and not np.array_equal(drawn, box), char
+    image = solid(tmp_path / "a.png", 128)
+    sheets = [
+        tile_sheet([[Tile(image, caption)]], 96) for caption in ("Ångström", f"{NOTDEF}ngström")
+    ]
+    assert not np.array_equal(*sheets)
+
+
+def test_missing_caption_font_falls_back_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(contact_sheet, "CAPTION_FONT", ("matplotlib", "no/such/font.ttf"))
+    contact_sheet._caption_font_file.cache_clear()
+    contact_sheet.caption_font.cache_clear()
+    try:
+        font = contact_sheet.caption_font(12)
+        assert not isinstance(font, ImageFont.FreeTypeFont) or font.getname()[0] != "DejaVu Sans"
+        assert "DejaVu Sans (matplotlib's) not found" in capsys.readouterr().err
+    finally:
+        contact_sheet._caption_font_file.cache_clear()
+        contact_sheet.caption_font.cache_clear()

@@ -75,6 +75,36 @@ def test_classic8_is_all_combinations(face: np.ndarray) -> None:
         assert np.array_equal(recipe.replay(face, json.loads(dumps(params))), image)
 
 
+def test_classic8_below_factor_8_spreads_over_the_combinations() -> None:
+    """factor 4 used to be variants 0..3, none of them blurred: now every op is on in half
+    of the outputs; factor 8 (and 7 without the original) are all combinations as before."""
+    recipe = Classic8()
+    for keep_original, first in ((True, 0), (False, 1)):
+        variants = recipe.variant_numbers(4, keep_original)
+        assert len(set(variants)) == 4 and (variants[0] == 0) == keep_original
+        for op in Classic8.OPS:
+            assert sum(recipe.get_params(v)[op] for v in variants) == 2, (variants, op)
+        assert recipe.variant_numbers(8 - first, keep_original) == tuple(range(first, 8))
+    assert recipe.variant_numbers(2, True) == (0, 7)  # the one augmented output does all three
+    with pytest.raises(UserError, match="at most 8 images per source"):
+        recipe.variant_numbers(8, keep_original=False)
+
+
+def test_classic8_tozero_is_relative_to_the_image() -> None:
+    """A dark face (luminance 30..90, every value under the old fixed threshold of 100)
+    keeps most of its pixels: only those at or under its 20th percentile turn black."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(30, 90, size=(40, 40, 3), dtype=np.uint8)
+    out, applied = Classic8().apply(dark, seed=0, variant=2)  # tozero alone
+    blacked = (out.max(axis=2) == 0).mean()
+    assert 0.1 < blacked < 0.3, blacked
+    kept = out.max(axis=2) > 0
+    assert np.array_equal(out[kept], dark[kept])  # the rest keeps its colour
+    assert np.array_equal(Classic8().replay(dark, json.loads(dumps(applied))), out)
+    legacy = Classic8().replay(dark, {"hflip": False, "tozero": True, "blur": False})
+    assert (legacy.max(axis=2) == 0).mean() == 1.0  # an old manifest replays as it was made
+
+
 def test_classic8_refuses_a_ninth_variant() -> None:
     Classic8().check_variants(range(8))
     with pytest.raises(UserError, match="at most 8 images per source"):

@@ -173,7 +173,8 @@ def test_linear_probe_on_cached_features_learns_and_logs(in_tmp: Path) -> None:
     summary = json.loads(Path("dvclive/metrics.json").read_text())
     assert summary["best_val_acc"] == 1.0
     spent = report.runtime  # what the run took differs every run: kept out of the metrics
-    assert spent["images_per_s"] > 0 and spent["feature_cache_s"] > 0 and "device" in spent
+    assert spent["feature_rows_per_s"] > 0 and spent["feature_cache_s"] > 0 and "device" in spent
+    assert "images_per_s" not in spent  # the probe counts cached feature rows, not images
     assert not set(spent) & set(summary)
     curve = Path("dvclive/plots/metrics/val/acc.tsv").read_text().splitlines()
     assert len(curve) == 1 + result["epochs_run"]  # header + one row per epoch
@@ -195,6 +196,17 @@ def test_feature_caching_reports_progress_off_a_terminal(
     assert lines and lines[-1].startswith("features: 3/3 images")  # the val images, last
     train = [line.split(" images")[0] for line in lines[:-1]]  # 12 distinct files, batches of 4
     assert train == ["features: 4/12", "features: 8/12", "features: 12/12"]
+
+
+def test_one_line_per_epoch_off_a_terminal(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log got two lines per epoch (the progress end line, then the epoch's): 60 a run."""
+    split, aug = make_dataset(Path("data"))
+    result = _run(params(epochs=4, batch_size=4, early_stopping_patience=0), split, aug)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
+    assert len(lines) == result["epochs_run"] == 4, lines
+    assert all("train loss" in line for line in lines)
 
 
 def test_training_is_reproducible_with_a_seed(in_tmp: Path) -> None:

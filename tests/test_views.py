@@ -45,6 +45,19 @@ def test_summary_has_train_and_evaluate_rows(in_tmp: Path) -> None:
     assert "evaluate   test images 16, accuracy 81.2%" in output
 
 
+def test_summary_shows_the_baseline_accuracies(in_tmp: Path) -> None:
+    """`make demo` ends with `prep summary` instead of a 330-column `dvc metrics show`: the
+    baseline's two accuracies (nested keys) are in it, each line fits a terminal."""
+    Path("reports").mkdir()
+    baseline = {"in": 12, "kept": 12, "rejected": 0, "n_test": 6,
+                "nearest_centre": {"accuracy": 0.5, "macro_f1": 0.4},
+                "logistic_regression": {"accuracy": 0.8333, "macro_f1": 0.8}}  # fmt: skip
+    Path("reports/baseline.json").write_text(json.dumps(baseline))
+    output = CliRunner().invoke(app, ["summary"]).output
+    assert "baseline   nearest-centre acc 50.0%, logistic acc 83.3%" in output
+    assert max(len(line) for line in output.splitlines()) <= 100
+
+
 def test_experiment_columns_keep_the_section_of_a_generic_key() -> None:
     names = ["generate.enabled", "augment.factor", "train.device"]
     assert experiments.short_names(names) == ["generate.enabled", "factor", "train.device"]

@@ -7,9 +7,12 @@ so another sheet (e.g. rejects grouped by reason) only has to build its rows.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,9 @@ PAD = 4
 BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (200, 200, 200)  # stands in for an image that cannot be read
 TEXT = (0, 0, 0)
+# DejaVu Sans covers Latin with every accent, Greek, Cyrillic and more (not CJK); it ships
+# with matplotlib (a dependency for this font only; matplotlib itself is never imported).
+CAPTION_FONT = ("matplotlib", "mpl-data/fonts/ttf/DejaVuSans.ttf")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ def tile_sheet(rows: Sequence[Sequence[Tile]], thumb: int) -> np.ndarray:
     n_cols = max((len(row) for row in rows), default=0)
     sheet = Image.new("RGB", sheet_size(len(rows), n_cols, thumb), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=_font_size(thumb))
+    font = caption_font(_font_size(thumb))
     for r, row in enumerate(rows):
         top = PAD + r * (thumb + caption_height(thumb) + PAD)
         for c, tile in enumerate(row):
@@ -98,6 +104,35 @@ def augment_sheet(manifest: Path, out: Path, n_sources: int = 8, thumb: int = 96
 def _variant_tiles(rows: list[Row]) -> list[Tile]:
     ordered = sorted(rows, key=lambda row: int(row["variant"]))
     return [Tile(Path(row["path"]), f"{row['label']} v{row['variant']}") for row in ordered]
+
+
+@cache
+def caption_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans at ``size`` px, so ``Zoë Ångström`` or ``Дмитрий`` are not drawn as
+    boxes; Pillow's default font (Latin only) when it is missing."""
+    path = _caption_font_file()
+    return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(path, size)
+
+
+@cache
+def _caption_font_file() -> str | None:
+    path = font_file(*CAPTION_FONT)
+    if path is None:  # once per process, not once per size
+        print(
+            "warning: DejaVu Sans (matplotlib's) not found: captions use Pillow's default "
+            "font, which draws non-Latin letters as boxes",
+            file=sys.stderr,
+        )
+    return None if path is None else str(path)
+
+
+def font_file(package: str, relative: str) -> Path | None:
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.is_file() else None
 
 
 def _font_size(thumb: int) -> int:
@@ -184,7 +219,7 @@ def _title(text: str, width: int, thumb: int) -> np.ndarray:
     size = _font_size(thumb) + 4
     strip = Image.new("RGB", (width, size + 2 * PAD), (230, 230, 230))
     draw = ImageDraw.Draw(strip)
-    draw.text((PAD, PAD), text, fill=TEXT, font=ImageFont.load_default(size=size))
+    draw.text((PAD, PAD), text, fill=TEXT, font=caption_font(size))
     return np.asarray(strip)
 
 

@@ -7,6 +7,7 @@ with a new head; evaluate scores that model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -86,9 +87,18 @@ def train(
     typer.echo(
         f"best val acc {m.get('best_val_acc', float('nan')):.3f} at epoch {m['best_epoch']} "
         f"(final {m.get('final_val_acc', float('nan')):.3f}, rise epoch "
-        f"{m.get('rise_epoch', '-')}), {result.runtime['images_per_s']} images/s; "
-        f"model in {out}/"
+        f"{m.get('rise_epoch', '-')}), {_speed(result.runtime)}; model in {out}/"
     )
+
+
+def _speed(spent: dict[str, Any]) -> str:
+    """The training rate, saying what was counted (a cached probe counts feature rows)."""
+    if "feature_rows_per_s" in spent:
+        return (
+            f"{spent['feature_rows_per_s']:.0f} cached feature rows/s "
+            f"(the trunk ran once per image: {spent['feature_cache_s']:.1f} s)"
+        )
+    return f"{spent['images_per_s']:.0f} images/s"
 
 
 @user_errors

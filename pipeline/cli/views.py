@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -101,11 +102,15 @@ def summary(
 
 
 # (stage, its metrics file, [(label, key, format)]): train and evaluate count no rejects, so
-# their rows say what they trained on and what they scored
+# their rows say what they trained on and what they scored; baseline's its two accuracies
+# (the bar evaluate's must clear). A key "a.b" is a nested value.
 MODEL_METRICS = (
     ("train", "dvclive/metrics.json",
      [("images", "n_train", "{:.0f}"), ("val", "n_val", "{:.0f}"),
       ("best val acc", "best_val_acc", "{:.1%}")]),
+    ("baseline", "reports/baseline.json",
+     [("nearest-centre acc", "nearest_centre.accuracy", "{:.1%}"),
+      ("logistic acc", "logistic_regression.accuracy", "{:.1%}")]),
     ("evaluate", "metrics/test.json",
      [("test images", "n_test", "{:.0f}"), ("accuracy", "accuracy", "{:.1%}"),
       ("macro-F1", "macro_f1", "{:.3f}")]),
@@ -119,9 +124,21 @@ def _model_lines(root: Path) -> list[str]:
         if not (root / name).is_file():
             continue
         data = json.loads((root / name).read_text())
-        shown = [f"{label} {fmt.format(data[key])}" for label, key, fmt in fields if key in data]
+        values = [(label, _dotted(data, key), fmt) for label, key, fmt in fields]
+        shown = [
+            f"{label} {fmt.format(value)}" for label, value, fmt in values if value is not None
+        ]
         lines.append(f"{stage:<10} {', '.join(shown) or '-'}  ({name})")
     return lines
+
+
+def _dotted(data: dict[str, Any], key: str) -> Any:
+    """``data["a"]["b"]`` for key "a.b"; None where a level is missing."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
 
 
 def _experiments_summary(exp_json: Path | None, width: int) -> None:

@@ -17,6 +17,7 @@ albumentations is imported only when such a recipe is built, and without torch
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -72,6 +73,17 @@ class Recipe(ABC):
             "re-create an output from its seed instead: apply(image, seed, variant)"
         )
 
+    def variant_numbers(self, factor: int, keep_original: bool) -> tuple[int, ...]:
+        """The variant numbers of one source's ``factor`` outputs (a number names one image).
+
+        Variant 0 is the source itself with ``keep_original``; a recipe whose variant 0 is
+        the identity starts at 1 without it, so that no output is the original.
+        """
+        first = 0 if keep_original or not self.identity_at_zero else 1
+        variants = range(first, first + factor)
+        self.check_variants(variants)
+        return tuple(variants)
+
     def check_variants(self, variants: range) -> None:
         """Refuse variant numbers the recipe cannot make distinct images for."""
         if self.max_variants is not None and variants and variants[-1] >= self.max_variants:
@@ -88,22 +100,35 @@ class Classic8(Recipe):
     """The deterministic recipe of the original few-shot face experiments.
 
     Variant k is bit pattern k over three on/off ops, so the 8 variants are all
-    combinations and variant 0 is the unchanged image. Ops apply in bit order.
+    combinations and variant 0 is the unchanged image. Ops apply in bit order. A factor
+    below 8 takes the most spread-out combinations (``spread_variants``), not the first
+    ones, so ``factor 4`` blurs too. Threshold-to-zero blacks out the pixels darker than
+    a percentile of the image's own luminance (recorded as ``threshold``), so a dark
+    face keeps most of its pixels (the old fixed 100 per channel blacked out 74% of one).
     """
 
     name = "classic8"
     max_variants = 8
     identity_at_zero = True
     OPS = ("hflip", "tozero", "blur")  # bit 0, 1, 2
-    TOZERO_THRESHOLD = 100
+    #: Pixels whose luminance is at most this percentile of the image's become black.
+    TOZERO_PERCENTILE = 20
+    #: The fixed threshold of manifests written before the percentile (no "threshold").
+    LEGACY_TOZERO_THRESHOLD = 100
     BLUR_KERNEL = (5, 5)
 
     def get_params(self, variant: int) -> dict[str, bool]:
         return {op: bool(variant >> bit & 1) for bit, op in enumerate(self.OPS)}
 
+    def variant_numbers(self, factor: int, keep_original: bool) -> tuple[int, ...]:
+        super().variant_numbers(factor, keep_original)  # refuses more than 8
+        return spread_variants(factor, keep_original, len(self.OPS))
+
     def apply(self, image: np.ndarray, seed: int, variant: int) -> tuple[np.ndarray, Any]:
         # The seed is unused on purpose: classic8 must give the same images on any seed.
-        params = self.get_params(variant)
+        params: dict[str, Any] = dict(self.get_params(variant))
+        if params["tozero"]:
+            params["threshold"] = tozero_threshold(image, self.TOZERO_PERCENTILE)
         return self.replay(image, params), params
 
     def moved(self, applied: Any, width: int, height: int) -> np.ndarray:
@@ -114,10 +139,19 @@ class Classic8(Recipe):
         if params["hflip"]:
             out = cv2.flip(out, 1)
         if params["tozero"]:
-            out = cv2.threshold(out, self.TOZERO_THRESHOLD, 255, cv2.THRESH_TOZERO)[1]
+            out = self._tozero(out, params.get("threshold"))
         if params["blur"]:
             out = cv2.GaussianBlur(out, self.BLUR_KERNEL, 0)
         return np.ascontiguousarray(out)
+
+    def _tozero(self, image: np.ndarray, threshold: int | None) -> np.ndarray:
+        """Pixels whose luminance is at most ``threshold`` become black, the rest keep
+        their colour; None (a manifest from before the percentile): every channel value
+        up to the old fixed threshold becomes 0."""
+        if threshold is None:
+            return cv2.threshold(image, self.LEGACY_TOZERO_THRESHOLD, 255, cv2.THRESH_TOZERO)[1]
+        dark = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) <= threshold
+        return np.where(dark[..., None], 0, image).astype(np.uint8)
 
     def too_many_variants(self, variant: int) -> str:
         return (
@@ -183,6 +217,38 @@ def _pixel_map(
 def mirror(width: int) -> np.ndarray:
     """A left-right flip of pixel columns: x -> width - 1 - x."""
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def spread_variants(factor: int, keep_original: bool, n_ops: int) -> tuple[int, ...]:
+    """``factor`` of the 2^n_ops on/off combinations, as far apart as they can be.
+
+    Picks the subset with the largest smallest Hamming distance between its members,
+    then the one whose ops are each on closest to half the time, then the smallest
+    numbers; with ``keep_original`` it holds combination 0 (the original), without it
+    never does. Deterministic, so a variant number still names one combination. All
+    combinations (factor 2^n_ops) and all but the original give range as before.
+    """
+    candidates = range(0 if keep_original else 1, 2**n_ops)
+    subsets = [
+        subset
+        for subset in itertools.combinations(candidates, factor)
+        if not keep_original or subset[0] == 0
+    ]
+    return min(subsets, key=lambda subset: _spread_key(subset, n_ops))
+
+
+def _spread_key(subset: tuple[int, ...], n_ops: int) -> tuple[int, float, tuple[int, ...]]:
+    distances = [(a ^ b).bit_count() for a, b in itertools.combinations(subset, 2)]
+    closest = min(distances, default=n_ops + 1)
+    on = [sum(v >> bit & 1 for v in subset) for bit in range(n_ops)]  # outputs per op
+    imbalance = max(abs(count - len(subset) / 2) for count in on)
+    return -closest, imbalance, subset
+
+
+def tozero_threshold(image: np.ndarray, percentile: float) -> int:
+    """The ``percentile`` of an RGB image's luminance: a threshold relative to the image."""
+    luminance = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return int(np.percentile(luminance, percentile))
 
 
 def json_safe(value: Any) -> Any:

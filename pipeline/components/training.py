@@ -186,7 +186,8 @@ def train_epoch(loop: Loop, data: Data, desc: str, trunk_trains: bool = False) -
     order = torch.randperm(len(data), generator=loop.generator)
     total_loss, correct = 0.0, 0
     beta = (p.mixup_alpha, p.mixup_alpha) if p.mixup == "label" else p.data_mixup_beta
-    for idx in progress(batches(order, p.batch_size), desc):
+    # off a terminal the epoch's own line (_log_epoch) ends it: one line per epoch
+    for idx in progress(batches(order, p.batch_size), desc, row_unit(data), end_line=False):
         x = loop.prepare(data.x[idx].to(loop.device, non_blocking=True))
         y = data.y[idx].to(loop.device, non_blocking=True)
         x, target, hard = mix_batch(x, y, loop.n_classes, p.mixup, beta, loop.rng)
@@ -312,9 +313,18 @@ def autocast(device: torch.device, amp: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
-def progress(items: list[torch.Tensor], desc: str) -> Iterator[torch.Tensor]:
-    """Batches of image indices, counted as images: a bar, or log lines off a terminal."""
-    return track(items, sum(len(batch) for batch in items), desc, "images", weight=len)
+def progress(
+    items: list[torch.Tensor], desc: str, unit: str = "images", end_line: bool = True
+) -> Iterator[torch.Tensor]:
+    """Batches of row indices, counted as ``unit``: a bar, or log lines off a terminal
+    (without ``end_line``, only while a slow piece runs: its caller prints the last)."""
+    total = sum(len(batch) for batch in items)
+    return track(items, total, desc, unit, weight=len, end_line=end_line)
+
+
+def row_unit(data: Data) -> str:
+    """What a training row is: an image, or a trunk feature vector cached from one."""
+    return "images" if data.x.dtype == torch.uint8 else "feature rows"
 
 
 def _log_epoch(live: Any, row: dict[str, float], epoch: int, epochs: int) -> None:

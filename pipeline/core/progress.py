@@ -23,8 +23,11 @@ LOG_EVERY = 10.0  # seconds between plain progress lines
 class Progress:
     """Counts ``total`` units of work; ``update(n)`` after each piece is done."""
 
-    def __init__(self, total: int, desc: str, unit: str, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, total: int, desc: str, unit: str, stream: IO[str] | None = None, end_line: bool = True
+    ) -> None:
         self.total, self.desc, self.unit = total, desc, unit
+        self.end_line = end_line  # False: the caller prints its own line when done
         self.stream = stream or sys.stderr
         self.done = 0
         self.started = self._last = time.perf_counter()
@@ -44,7 +47,7 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self.total:
+        elif self.total and self.end_line:
             self._line()
 
     def _line(self) -> None:
@@ -62,10 +65,15 @@ class Progress:
 
 
 def track(
-    items: Iterable[T], total: int, desc: str, unit: str, weight: Callable[[T], int] | None = None
+    items: Iterable[T],
+    total: int,
+    desc: str,
+    unit: str,
+    weight: Callable[[T], int] | None = None,
+    end_line: bool = True,
 ) -> Iterator[T]:
     """Yield ``items``, counting each as ``weight(item)`` units (1 by default) once it is done."""
-    with Progress(total, desc, unit) as progress:
+    with Progress(total, desc, unit, end_line=end_line) as progress:
         for item in items:
             yield item
             progress.update(weight(item) if weight else 1)
