@@ -124,7 +124,12 @@ def test_the_projects_params_yaml_holds_every_default_key() -> None:
     """DVC reads params.yaml alone (dvc.yaml `params:`), so the project's copy keeps every key
     of the defaults; a key added to one file must be added to the other."""
     shipped = _keys(yaml.safe_load(DEFAULTS_FILE.read_text()))
-    assert _keys(yaml.safe_load((REPO / "params.yaml").read_text())) == shipped
+    project = _keys(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert project == shipped, (
+        f"only in pipeline/defaults.yaml: {sorted(set(shipped) - set(project))}; only in "
+        f"params.yaml: {sorted(set(project) - set(shipped))}. Edit the defaults, then copy their "
+        "body into params.yaml (`prep params --init` in an empty folder writes it)"
+    )
 
 
 def test_params_init_writes_the_full_defaults_once(in_tmp: Path) -> None:
