@@ -4,12 +4,16 @@ Within a class, groups (rows that must stay together, e.g. near duplicates) are
 ordered by a hash of (seed, label, group id) rather than shuffled by a random
 generator. Adding an image therefore shifts at most one image across each split
 boundary of its own class, and no image of any other class.
-Train is filled first, then val; everything else is test.
+Train is filled first, then val; everything else is test. Train gets exactly the requested
+count (it is the experiment's variable); when look-alike groups leave no way to give val its
+count exactly, val takes the smallest larger count that can be filled (reported), rather than
+failing the class or dividing a group.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import sys
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +35,7 @@ def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> 
         raise nothing_to_do(STAGE, f"{clean_manifest} lists no images")
     kept: list[SplitRow] = []
     short: dict[str, str] = {}  # label -> why it cannot be split
+    widened: dict[str, int] = {}  # label -> val count taken instead of val_per_class
     for label, members in by_label(rows).items():
         n_train, n_val = plan_sizes(params, len(members))
         if n_train + n_val >= len(members):
@@ -38,6 +43,11 @@ def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> 
             continue
         assigned = assign(members, n_train, n_val, seed)
         underfilled = _underfilled(assigned, n_train, n_val)
+        if underfilled:
+            wider = _wider_val(members, n_train, n_val)
+            if wider is not None:
+                assigned, underfilled = assign(members, n_train, wider, seed), ""
+                widened[label] = wider
         if underfilled:
             short[label] = f"class {label!r}: {underfilled}"
             continue
@@ -52,7 +62,10 @@ def run(params: SplitParams, seed: int, clean_manifest: Path, out_dir: Path) -> 
     prepare_output_dir(out_dir)
     write_rows(out_dir / "manifest.csv", kept, header=SplitRow)
     write_rows(out_dir / "rejects.csv", rejects)
-    return StageReport.from_rows(STAGE, len(rows), kept, rejects, **_counts(kept))
+    if widened:
+        print(f"note: {_widened_note(widened, params.val_per_class)}", file=sys.stderr)
+    return StageReport.from_rows(STAGE, len(rows), kept, rejects, **_counts(kept),
+                                 val_widened=len(widened))  # fmt: skip
 
 
 def plan_sizes(params: SplitParams, n: int) -> tuple[int, int]:
@@ -112,6 +125,26 @@ def _reachable(sizes: list[int], n_train: int, n_val: int) -> list[set[tuple[int
         more |= {(t, v + size) for t, v in last if v + size <= n_val}
         reachable.append(last | more)
     return reachable[::-1]
+
+
+def _wider_val(rows: list[SplitRow], n_train: int, n_val: int) -> int | None:
+    """The smallest val count above ``n_val`` that groups can fill exactly beside exactly
+    ``n_train`` train images, leaving a test image; None if there is none."""
+    sizes = list(Counter(row.group or row.sha256 for row in rows).values())
+    most = len(rows) - n_train - 1
+    if most <= n_val:
+        return None
+    reachable = _reachable(sizes, n_train, most)[0]
+    return next((v for v in range(n_val + 1, most + 1) if (n_train, v) in reachable), None)
+
+
+def _widened_note(widened: dict[str, int], n_val: int) -> str:
+    names = ", ".join(f"{label} ({v})" for label, v in sorted(widened.items())[:8])
+    more = f" and {len(widened) - 8} more" if len(widened) > 8 else ""
+    return (
+        f"{len(widened)} class(es) took more than {n_val} val image(s), as look-alike "
+        f"groups allowed no exact count without dividing a group: {names}{more}"
+    )
 
 
 def _underfilled(rows: list[SplitRow], n_train: int, n_val: int) -> str:

@@ -135,3 +135,21 @@ def test_groups_that_fit_only_one_way_still_fill_train_and_val_exactly(tmp_path:
         out = _run(tmp_path / str(seed), _rows({"a": 10}, groups), seed=seed)
         by_split = {s: {r["group"] for r in out if r["split"] == s} for s in ("train", "val")}
         assert by_split == {"train": {"g0"}, "val": {"g4"}}, seed
+
+
+def test_val_takes_a_whole_group_when_no_exact_val_count_exists(tmp_path: Path, capsys) -> None:
+    """ORL's s27 at one image per class: groups of 3, 2, 2, 2 and 1 leave the single image
+    for train and only pairs for val. Train stays exact; val takes a pair, and says so."""
+    sizes = [3, 2, 2, 2, 1]
+    names = [f"g{k}" for k, n in enumerate(sizes) for _ in range(n)]
+    groups = {f"data/faces/a/{i}.jpg": name for i, name in enumerate(names)}
+    out = _run(tmp_path, _rows({"a": 10, "b": 6}, groups), train_per_class=1, val_per_class=1)
+    a = [r for r in out if r["label"] == "a"]
+    assert [r["group"] for r in a if r["split"] == "train"] == ["g4"]
+    val_groups = [r["group"] for r in a if r["split"] == "val"]
+    assert len(val_groups) == 2 and len(set(val_groups)) == 1
+    assert [r["split"] for r in out if r["label"] == "b"].count("val") == 1
+    assert "1 class(es) took more than 1 val image(s)" in capsys.readouterr().err
+    pairs = {f"data/faces/a/{i}.jpg": f"g{i // 2}" for i in range(10)}  # no single image
+    with pytest.raises(StageError, match="only 0 of 1 train images"):
+        _run(tmp_path / "pairs", _rows({"a": 10}, pairs), train_per_class=1, val_per_class=1)
