@@ -12,7 +12,8 @@ functions, exactly the settings ``dvc exp run -S`` would apply) over 3 seeds:
    on 6 kinds of shoe, lr 1e-4..1e-6; best 50 layers frozen at 1e-4, ~80 %).
 3. ``mixup``: none / data (Beta(2, 1), the image's share; the dominant label) / label
    (Beta(1, 1)) at 10, 25, 50 and 100 images per class, small_cnn from scratch as in the
-   source (CIFAR-10 from scratch, 500 images: 44.6 / 58.6 / 57.8 %).
+   source (CIFAR-10 from scratch, 500 images: 44.6 / 58.6 / 57.8 %); ``mixup_long``: its 50
+   per class trained 60 epochs instead of 20 (mixup is known to need longer training).
 4. ``transfer``: small_cnn trained on five classes (t_shirt_top, trouser, pullover, dress,
    coat; 100 each), its trunk loaded by ``train.weights`` for the other five (sandal, shirt,
    sneaker, bag, ankle_boot; new head), fine-tuned whole (``trunk_lr_factor=1``: the trunk
@@ -78,6 +79,7 @@ class Spec:
     caption: str
     pretrain: list[str] = field(default_factory=list)  # transfer: the 5-class run's settings
     pretrain_dataset: str = ""
+    folder: str = ""  # another study's folder, to reuse its prepared photos and embeddings
 
 
 def specs() -> dict[str, Spec]:
@@ -156,6 +158,23 @@ def specs() -> dict[str, Spec]:
             "all 10 classes, small_cnn from scratch at 32 px, 10 val per class, the rest of "
             "150 per class as test (1300 test images at 10 per class, 400 at 100); "
             "train.epochs=20, early stopping after 10",
+        ),
+        "mixup_long": Spec(
+            "fashion-mnist:150",
+            [
+                *COMMON,
+                *SCRATCH,
+                "split.val_per_class=10",
+                "train.epochs=60",
+                "train.early_stopping_patience=0",
+            ],
+            [
+                Cell("50 per class, 60 epochs", mix, ["split.train_per_class=50", *sets])
+                for mix, sets in mixes.items()
+            ],
+            "the mixup study's 50 images per class trained 3x as long: train.epochs=60, no "
+            "early stopping (the best validation epoch is still kept)",
+            folder="mixup",
         ),
         "transfer": Spec(
             f"fashion-mnist:60:{FIVE_B}",
@@ -251,7 +270,7 @@ def run_study(name: str, spec: Spec, seeds: Sequence[int], work: Path, resume: b
         shutil.rmtree(work / name, ignore_errors=True)
         shutil.rmtree(work / f"{name}_pretrain", ignore_errors=True)
     have = {(tuple(o.sets), o.seed) for o in done}
-    study = Study(spec.dataset, work / name, spec.base)
+    study = Study(spec.dataset, work / (spec.folder or name), spec.base)
     for seed in seeds:
         weights = ""
         for cell in spec.cells:

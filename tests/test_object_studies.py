@@ -16,8 +16,8 @@ object_studies = pytest.importorskip("object_studies")
 
 
 def test_every_cell_is_a_valid_set_of_params(tmp_path: Path) -> None:
-    """A typo in a study's settings fails here, not after an hour of runs (and the README's
-    `dvc exp run -S` lines are these settings)."""
+    """A typo in a study's settings fails here, not after an hour of runs (`--tables` prints
+    these settings as the `dvc exp run -S` lines the README shows)."""
     for name, spec in object_studies.specs().items():
         for cell in spec.cells:
             sets = [f"train.weights={tmp_path}" if s == "WEIGHTS" else s for s in cell.sets]
