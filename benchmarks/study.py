@@ -7,7 +7,8 @@ experiment the stages run as ``dvc repro`` would, as plain functions in one proc
 embed and clean once per distinct setting of their sections (the ``prepared/`` folder, as
 DVC skips unchanged stages), then split -> baseline -> augment -> train -> evaluate. Nothing
 is written into the project; ``work`` keeps each run's ``metrics/`` and ``dvclive/`` (models
-are deleted to save disk).
+are deleted to save disk unless ``run(..., keep_models=True)``: a later run's
+``train.weights=<outcome.extra["models"]>`` then starts from that model's trunk).
 
 Datasets (all from registry packages, see the README's "Real photos"):
 
@@ -107,13 +108,20 @@ class Study:
             (folder / "sets.json").write_text(json.dumps(key, indent=1))
         return folder
 
-    def run(self, sets: Sequence[str], seed: int) -> Outcome:
-        """split -> baseline -> augment -> train -> evaluate with ``sets`` and ``seed``."""
+    def run(
+        self, sets: Sequence[str], seed: int, *, name: str | None = None, keep_models: bool = False
+    ) -> Outcome:
+        """split -> baseline -> augment -> train -> evaluate with ``sets`` and ``seed``.
+
+        ``name``: the run's folder under ``work/runs`` (default: a counter, which restarts with
+        each Study, so a resumed script names its runs to keep earlier curves); ``keep_models``:
+        keep ``models/`` (its path in ``extra["models"]``) for a later ``train.weights``.
+        """
         start = time.perf_counter()
         params = self.params(sets)
         prep = self.prepared(sets)
         self.runs += 1
-        run = self.work / "runs" / f"{self.runs:04d}"
+        run = self.work / "runs" / (name or f"{self.runs:04d}")
         shutil.rmtree(run, ignore_errors=True)
         split.run(params.split, seed, prep / "clean" / "manifest.csv", run / "split")
         split_csv = run / "split" / "manifest.csv"
@@ -125,13 +133,15 @@ class Study:
         train.run(params.train, seed, train_csv, split_csv, run / "models", run / "dvclive")
         evaluate.run(params.evaluate, run / "models", split_csv, run / "metrics")
         shutil.rmtree(run / "augmented", ignore_errors=True)
-        shutil.rmtree(run / "models", ignore_errors=True)
+        if not keep_models:
+            shutil.rmtree(run / "models", ignore_errors=True)
         trained = json.loads((run / "dvclive" / "metrics.json").read_text())
         tested = json.loads((run / "metrics" / "test.json").read_text())
         outcome = Outcome(
             list(sets), seed, tested["accuracy"], probe["logistic_regression"]["accuracy"],
             trained.get("best_val_acc"), trained.get("final_val_acc"),
             trained.get("warmup_val_acc"), tested.get("ece"), time.perf_counter() - start,
+            {"run": str(run)} | ({"models": str(run / "models")} if keep_models else {}),
         )  # fmt: skip
         (run / "outcome.json").write_text(json.dumps(outcome.__dict__, indent=1))
         return outcome

@@ -171,3 +171,22 @@ def test_experiments_table_drops_params_that_do_not_fit_and_says_so() -> None:
 def test_short_param_names_stay_unambiguous() -> None:
     names = ["augment.workers", "detect.workers", "augment.factor"]
     assert experiments.short_names(names) == ["augment.workers", "detect.workers", "factor"]
+
+
+def test_auto_recipe_is_grouped_as_the_recipe_its_domain_resolves_to() -> None:
+    """`augment.recipe: auto` is medium for faces and keras for objects: the report must not
+    pool the two domains' runs under one "recipe auto" (issue 15)."""
+    runs = [
+        Run(f"{d}{r}{s}", {"seed": s, "split.train_per_class": 3, "augment.factor": 8,
+                           "augment.recipe": r, "domain": d}, {"m:acc": 0.5})
+        for d, r in (("faces", "auto"), ("faces", "medium"), ("objects", "auto"))
+        for s in (0, 1)
+    ]  # fmt: skip
+    cells, _ = aggregate(runs, metric="m:acc", group_by=["augment.factor", "augment.recipe"])
+    sizes = {c.group: len(c.values) for c in cells}
+    # faces' auto and an explicit medium are one setting; objects' auto is keras
+    assert sizes == {"factor 8, recipe medium": 4, "factor 8, recipe keras": 2}
+    legacy = Run("old", {"split.train_per_class": 3, "augment.recipe": "auto"}, {"m:acc": 0.5})
+    assert aggregate([legacy], metric="m:acc", group_by=["augment.recipe"])[0][0].group == (
+        "recipe medium"  # no domain param: from before domains, i.e. faces
+    )

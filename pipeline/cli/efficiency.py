@@ -5,6 +5,8 @@ their augmentation setting (``augment.factor``, ``augment.recipe``, ``train.sour
 every other param that differs between them (``generate.enabled``, ``train.epochs``...: runs
 with different settings are never pooled), unless the grouping params are given; and by
 x = ``split.train_per_class`` (or ``100 * split.train_fraction`` when no run sets a count).
+``augment.recipe: auto`` counts as the recipe it resolved to in the run's ``domain`` (medium for
+faces, keras for objects), so auto runs of two domains never pool as one recipe.
 Runs that differ only in ``seed`` are repeats, summarised as mean, standard deviation, min, max.
 Each group's means are fitted with ``acc = a * ln(x) + b`` -- the shape earlier few-shot
 experiments found (acc ~ 21.3 ln(x) - 10.8, R^2 0.996, over train fractions of 10-90 %) -- so
@@ -22,7 +24,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.core.errors import UserError
 from pipeline.core.files import atomic_write_bytes, atomic_write_text
+from pipeline.core.registry import AUTO
 
 DEFAULT_METRIC = "metrics/test.json:accuracy"
 DEFAULT_GROUP_BY = ("augment.factor", "augment.recipe", "train.source")
@@ -164,6 +167,17 @@ def group_label(params: dict[str, Any], group_by: Sequence[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
+def resolve_recipe(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with ``augment.recipe: auto`` replaced by the recipe it means in the run's
+    ``domain`` (faces when unset: runs from before domains existed): the registry decides."""
+    if params.get("augment.recipe") != AUTO:
+        return params
+    from pipeline.components.recipes import RECIPES  # albumentations: only when needed
+
+    domain = str(params.get("domain") or "faces")
+    return params | {"augment.recipe": RECIPES.resolve(AUTO, domain)}
+
+
 def differing_params(runs: Sequence[Run], exclude: Sequence[str]) -> list[str]:
     """Params (sorted) whose value is not the same in every run, ``exclude`` left out."""
     keys = sorted({key for run in runs for key in run.params} - set(exclude))
@@ -187,6 +201,7 @@ def aggregate(
     """Cells (one per setting and x, repeats pooled) and the x-axis label; percent values.
 
     ``group_by`` None: ``default_group_by(runs)``."""
+    runs = [replace(run, params=resolve_recipe(run.params)) for run in runs]
     group_by = default_group_by(runs) if group_by is None else group_by
     param, label = x_axis(runs)
     pooled: dict[tuple[str, float], list[float]] = defaultdict(list)
