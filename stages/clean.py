@@ -46,7 +46,13 @@ from pipeline.components.identity import (
     medoid_index,
 )
 from pipeline.components.label_checks import check_kind, drop_wrong_labels
-from pipeline.components.likeness import Likeness, Picture, hamming, source_quality
+from pipeline.components.likeness import (
+    Likeness,
+    Picture,
+    SamePhotoRule,
+    hamming,
+    source_quality,
+)
 from pipeline.core.config import CleanParams
 from pipeline.core.errors import StageError, nothing_to_do
 from pipeline.core.files import prepare_output_dir
@@ -71,10 +77,8 @@ def run(
     vectors = load_embeddings(embeddings) if embeddings is not None else None
     prepare_output_dir(out_dir)
     kept, rejects = readable(rows, vectors, embeddings)
-    likeness = Likeness(
-        params.near_duplicate_hamming, params.duplicate_distance,
-        params.same_photo_correlation, params.same_photo_region, vectors,
-    )  # fmt: skip
+    rule = SamePhotoRule.of(params)
+    likeness = Likeness(params.near_duplicate_hamming, params.duplicate_distance, rule, vectors)
     for check in _checks(params, vectors, likeness):
         kept, dropped = check(kept)
         rejects += dropped
