@@ -3,13 +3,16 @@
 All functions take grayscale uint8 crops and a ``valid`` mask (True where the crop shows
 the photo; see ``pipeline.crops``), so padding never counts as picture content.
 
-``Picture.compare`` answers "are these two crops cut from the same photo?": detect
-already aligned both on the face, so a residual affine registration (OpenCV's ECC) of one
-onto the other, mirrored or not, lines up the same photo however it was re-encoded,
-resized, recropped, slightly rotated, retoned or mirrored. What is left is judged twice:
-the correlation over the crop, and the worst cell of a grid over the face
+``Picture.compare`` answers "are these two crops cut from the same photo?" with two
+measures that fail on different edits (``SamePhotoRule`` decides). Pixels: detect already
+aligned both on the face, so a residual affine registration (OpenCV's ECC) of one onto the
+other, mirrored or not, lines up the same photo however it was re-encoded, resized,
+recropped, slightly rotated, retoned or mirrored; what is left is judged as the
+correlation over the crop and the worst cell of a grid over the face
 (``region_difference``), where a closed eye or an open mouth in another photo of the same
 sitting shows even when the whole crop still correlates at 0.99 (ORL's series).
+Keypoints (``match_keypoints``): SIFT matches under one similarity, most of them exact to
+a fraction of a pixel in a copy, also where an overlay (a watermark) changes a region.
 ``benchmarks/same_photo.py`` measures both on real photos and real edits of them.
 """
 
