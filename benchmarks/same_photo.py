@@ -42,7 +42,8 @@ import numpy as np
 from PIL import Image
 
 from demo.real_faces import EDITS, HEADSHOT_DUPLICATES, HEADSHOTS, ORL_FACES, read_members, sdist
-from pipeline.components.likeness import KeypointMatch, Picture, Resemblance, SamePhotoRule
+from pipeline.components.keypoints import KeypointMatch
+from pipeline.components.likeness import Picture, Resemblance, SamePhotoRule
 from pipeline.core.images import load_rgb
 from pipeline.core.manifest import read_rows
 from pipeline.core.params import load_params

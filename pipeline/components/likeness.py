@@ -11,8 +11,9 @@ recropped, slightly rotated, retoned or mirrored; what is left is judged as the
 correlation over the crop and the worst cell of a grid over the face
 (``region_difference``), where a closed eye or an open mouth in another photo of the same
 sitting shows even when the whole crop still correlates at 0.99 (ORL's series).
-Keypoints (``match_keypoints``): SIFT matches under one similarity, most of them exact to
-a fraction of a pixel in a copy, also where an overlay (a watermark) changes a region.
+Keypoints (``pipeline.components.keypoints``): SIFT matches under one similarity, most
+of them exact to a fraction of a pixel in a copy, also where an overlay (a watermark)
+changes a region.
 ``benchmarks/same_photo.py`` measures both on real photos and real edits of them.
 """
 
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.components.keypoints import MIN_CELLS, KeypointMatch, Keypoints, match_keypoints
 from pipeline.core.crops import face_box_in_crop, valid_mask_of
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.rows import Box, FaceRow, ImageRow
@@ -45,12 +47,6 @@ _MAX_DRIFT = 0.25  # ... and move by a quarter of the crop from where it started
 _GRID = 4  # region_difference judges the face in 4 x 4 cells ...
 _MIN_CELL = 0.3  # ... each with at least this share of its pixels shown by both crops
 _THIN = np.ones((3, 3), np.uint8)  # differences thinner than this are opened away
-_KEYPOINT_ERODE = np.ones((9, 9), np.uint8)  # no keypoints on the edge of photo and padding
-_RATIO = 0.8  # Lowe's ratio test for a keypoint match
-_RANSAC_PX = 2.0  # a match within this of the fitted similarity is an inlier ...
-_EXACT_PX = 0.4  # ... and within this, exact: the same pixels moved, not a similar face
-_SPREAD_GRID = 3  # exact matches must fall in this many cells of a 3 x 3 grid over the face:
-_MIN_CELLS = 3  # one feature (an eye) matching exactly is no proof of the whole photo
 
 
 @dataclass(frozen=True)
@@ -95,104 +91,11 @@ class Picture:
         """How ``other`` matches this crop: keypoints matched under one similarity (mirrored
         or not), then the pixels registered (from the crops' faces and from the keypoints'
         transform, the better) and judged as correlation and worst face region."""
-        match = match_keypoints(self, other)
+        match = match_keypoints(self.keypoints, other.keypoints, self.face)
         found = best_registration(self, other, match)
         if found is None:
             return Resemblance(-1.0, float("inf"), match)
         return Resemblance(found.correlation, region_difference(found, self.face), match)
-
-
-@dataclass(frozen=True)
-class Keypoints:
-    """SIFT keypoints (positions, descriptors) of a crop, as it is and mirrored."""
-
-    points: np.ndarray
-    descriptors: np.ndarray | None
-    mirrored_points: np.ndarray
-    mirrored_descriptors: np.ndarray | None
-
-    @classmethod
-    def of(cls, gray: np.ndarray, valid: np.ndarray) -> Keypoints:
-        return cls(*_sift(gray, valid), *_sift(gray[:, ::-1], valid[:, ::-1]))
-
-
-def _sift(gray: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    mask = cv2.erode(valid.astype(np.uint8), _KEYPOINT_ERODE)
-    found, descriptors = cv2.SIFT_create().detectAndCompute(np.ascontiguousarray(gray), mask)
-    return np.float32([k.pt for k in found]).reshape(-1, 2), descriptors
-
-
-@dataclass(frozen=True)
-class KeypointMatch:
-    """The similarity that maps the first crop's keypoints onto the second's (mirrored or
-    not) and how exactly it does: ``exact`` matches within 0.4 px, their ``share`` of all
-    matches passing the ratio test, and ``cells``, the 3 x 3 face cells they fall in."""
-
-    transform: np.ndarray  # 2 x 3 float32, x_second = transform @ (x_first, 1)
-    mirrored: bool
-    exact: int
-    share: float
-    cells: int
-
-
-def match_keypoints(first: Picture, second: Picture) -> KeypointMatch | None:
-    """SIFT matches (ratio test) of ``first`` to ``second`` and to ``second`` mirrored,
-    a RANSAC similarity each (cv2.estimateAffinePartial2D), the one with more inliers.
-
-    An edited copy holds the same pixels moved by one similarity (a crop, a rescale, a
-    small turn, a mirror), so most matches land within a fraction of a pixel; another photo
-    of the sitting moves an eye, a mouth, the head's turn: fewer land that exactly. None
-    without three matches."""
-    own, other = first.keypoints, second.keypoints
-    found = [
-        _fit(own.points, own.descriptors, points, descriptors, mirrored, first.face)
-        for points, descriptors, mirrored in (
-            (other.points, other.descriptors, False),
-            (other.mirrored_points, other.mirrored_descriptors, True),
-        )
-    ]
-    matched = [m for m in found if m is not None]
-    return max(matched, key=lambda m: (m[1], m[0].exact))[0] if matched else None
-
-
-def _fit(
-    a: np.ndarray, da: np.ndarray | None, b: np.ndarray, db: np.ndarray | None,
-    mirrored: bool, face: Box,
-) -> tuple[KeypointMatch, int] | None:  # fmt: skip
-    """(the match, its RANSAC inlier count) of keypoints ``a`` onto ``b``."""
-    if da is None or db is None or len(a) < 2 or len(b) < 2:
-        return None
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
-    if len(good) < 3:
-        return None
-    src = a[[g.queryIdx for g in good]]
-    dst = b[[g.trainIdx for g in good]]
-    transform, inliers = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX, maxIters=2000,
-        confidence=0.999,
-    )  # fmt: skip
-    if transform is None or inliers.sum() < 3:
-        return None
-    inliers = inliers.ravel().astype(bool)
-    refined, _ = cv2.estimateAffinePartial2D(src[inliers], dst[inliers], method=cv2.LMEDS)
-    transform = refined if refined is not None else transform
-    errors = np.linalg.norm(src @ transform[:, :2].T + transform[:, 2] - dst, axis=1)
-    exact = errors <= _EXACT_PX
-    match = KeypointMatch(
-        transform.astype(np.float32), mirrored, int(exact.sum()), float(exact.mean()),
-        _cells_hit(src[exact], face),
-    )  # fmt: skip
-    return match, int(inliers.sum())
-
-
-def _cells_hit(points: np.ndarray, face: Box) -> int:
-    """How many cells of a 3 x 3 grid over the face hold at least one of ``points``."""
-    x1, y1, x2, y2 = face
-    column = np.floor((points[:, 0] - x1) / (x2 - x1) * _SPREAD_GRID).astype(int)
-    row = np.floor((points[:, 1] - y1) / (y2 - y1) * _SPREAD_GRID).astype(int)
-    inside = (column >= 0) & (column < _SPREAD_GRID) & (row >= 0) & (row < _SPREAD_GRID)
-    return len(set(zip(column[inside].tolist(), row[inside].tolist(), strict=True)))
 
 
 @dataclass(frozen=True)
@@ -231,7 +134,7 @@ class SamePhotoRule:
         exact = match is not None and (
             match.exact >= self.keypoints
             and match.share >= self.keypoint_share
-            and match.cells >= _MIN_CELLS
+            and match.cells >= MIN_CELLS
         )
         return pixels or exact
 
