@@ -17,11 +17,13 @@ in another class, or for wrong_identity the image it resembles most in the neare
 else its own class's most typical image), so ``prep show --rejects`` can show both.
 
 Duplicates and groups are decided by pixels (``pipeline.components.likeness``): two
-crops of a class are *the same photo* when, registered onto each other, they correlate at
-least ``same_photo_correlation`` and no region of the face differs by more than
-``same_photo_region``. Hashes and embeddings only choose the pairs worth that check. A
+crops of a class are *the same photo* (``SamePhotoRule.verified``) when, registered onto
+each other, they correlate at least ``same_photo_correlation`` and no region of the face
+differs by more than ``same_photo_region``, or when at least ``same_photo_keypoints`` of
+their SIFT keypoint matches (``same_photo_keypoint_share`` of them) land exactly under one
+similarity. Hashes and embeddings only choose the pairs worth that check. A
 same-photo pair (with embeddings: whose faces also agree) is a ``near_duplicate``. A
-*possible* copy (the correlation alone: a heavily edited copy the region check misses, or
+*possible* copy (the correlation alone: a heavily edited copy both tests miss, or
 another photo of the same sitting) and a same-photo pair the embedder disagrees on are
 kept, sharing a ``group``, and split keeps every group on one side, so no copy of a photo
 straddles train and test. Sets of copies and groups are complete (``_cliques``: every
@@ -46,7 +48,13 @@ from pipeline.components.identity import (
     medoid_index,
 )
 from pipeline.components.label_checks import check_kind, drop_wrong_labels
-from pipeline.components.likeness import Likeness, Picture, hamming, source_quality
+from pipeline.components.likeness import (
+    Likeness,
+    Picture,
+    SamePhotoRule,
+    hamming,
+    source_quality,
+)
 from pipeline.core.config import CleanParams
 from pipeline.core.errors import StageError, nothing_to_do
 from pipeline.core.files import prepare_output_dir
@@ -71,10 +79,8 @@ def run(
     vectors = load_embeddings(embeddings) if embeddings is not None else None
     prepare_output_dir(out_dir)
     kept, rejects = readable(rows, vectors, embeddings)
-    likeness = Likeness(
-        params.near_duplicate_hamming, params.duplicate_distance,
-        params.same_photo_correlation, params.same_photo_region, vectors,
-    )  # fmt: skip
+    rule = SamePhotoRule.of(params)
+    likeness = Likeness(params.near_duplicate_hamming, params.duplicate_distance, rule, vectors)
     for check in _checks(params, vectors, likeness):
         kept, dropped = check(kept)
         rejects += dropped

@@ -21,7 +21,7 @@ from PIL import Image
 
 from demo.real_faces import HEADSHOT_DUPLICATES
 from pipeline.components.detectors import MtcnnDetector, torch_threads
-from pipeline.components.likeness import Picture
+from pipeline.components.likeness import Picture, SamePhotoRule
 from pipeline.core.crops import valid_mask_of
 from pipeline.core.images import decode_rgb, load_rgb
 from pipeline.core.manifest import read_manifest, read_rows
@@ -108,18 +108,17 @@ def test_same_photo_test_separates_copies_from_other_photos_of_the_person(
     real_faces: RealFaces,
 ) -> None:
     """Every pair of crops of one class: copies of a photo pass clean's same-photo test
-    (correlation and worst face region), other photos of the same person fail it."""
+    (pixels or keypoints), other photos of the same person fail it."""
     rows = read_rows(real_faces.faces / "manifest.csv", FaceRow)
     pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**7), r) for r in rows}
-    params = load_params().clean
+    rule = SamePhotoRule.of(load_params().clean)
     same = _same_photo_pairs(real_faces)
     verdicts: dict[bool, list[bool]] = {True: [], False: []}
     for a, b in itertools.combinations(rows, 2):
         if a.label != b.label:
             continue
-        correlation, region = pictures[a.path].compare(pictures[b.path])
+        passed = rule.verified(pictures[a.path].compare(pictures[b.path]))
         key = frozenset((real_faces.raw_name(a), real_faces.raw_name(b)))
-        passed = correlation >= params.same_photo_correlation and region <= params.same_photo_region
         verdicts[key in same].append(passed)
     assert len(verdicts[True]) == len(same)
     assert all(verdicts[True]) and not any(verdicts[False])
@@ -314,53 +313,73 @@ def _raw_names(copies: EditedCopies) -> dict[str, dict[str, str]]:
     return {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r for r in rows}
 
 
-def test_edited_copies_are_rejected_or_grouped_with_their_original_never_wrongly(
-    edited_copies: EditedCopies, tmp_path: Path
-) -> None:
-    """Each edit in a class of its own with its original and 3 other photos of the sitting
-    or person, clean with the defaults. A copy is caught when it is rejected as a
-    near_duplicate of its original (a verified copy) or kept in its original's group (a
-    possible copy: split then keeps both on one side, so nothing leaks into test). Never
-    is another photo rejected, nor the original in favour of a worse copy (EITHER_WAY:
-    copies no worse than their original). Measured on this set: of the 39 copies detect
-    keeps, 31 are rejected (79 %; the floor below is 70 %) and the other 8 grouped with
-    their original (3 watermarks, JPEG 30 and 60, brighter, scale 0.75 and 1.5): none
-    leaks (README "The same photo")."""
-    by_name = _raw_names(edited_copies)
-    rejected, grouped, leaked, wrong = [], [], [], []
-    for test_class, (original, edit) in edited_copies.classes.items():
+# Copies clean's defaults miss on this set (measured; README "The same photo"): the
+# watermark over a JPEG re-encode leaves 63-70 % of keypoint matches exact and the lower
+# face differing by 0.10-0.21, where ORL's series has distinct photos at 0.61-0.71 and
+# 0.09-0.15 (s24 09~10, s28 01~06); two of them also move dlib's embedding past
+# clean.duplicate_distance (0.251, 0.258 > 0.25), which bars a reject. s27's 0.75x copy:
+# 62 % exact, worst region 0.092. Each is kept in its original's group instead.
+MISSED = {"s11~watermark", "s27~watermark", "John_Simm~watermark", "s27~scale0.75"}
+
+
+def _edit_outcomes(
+    copies: EditedCopies, tmp_path: Path
+) -> dict[str, tuple[str, list[tuple[str, str, str]], dict[str, str]]]:
+    """{test class: (verdict, rejects, {kept path: group})} over every copy detect kept;
+    verdict: rejected (a near_duplicate of its original, the better copy kept: EITHER_WAY
+    copies are no worse than their original and may win), grouped (kept in its original's
+    group), leaked (kept apart) or wrong (any other reject)."""
+    by_name = _raw_names(copies)
+    outcomes = {}
+    for test_class, (original, edit) in copies.classes.items():
         if edit not in by_name:  # detect dropped it (a crop that cuts the face, ...)
             continue
-        outcome, groups = _clean_one_edit(edited_copies, test_class, by_name, tmp_path / test_class)
+        rejects, groups = _clean_one_edit(copies, test_class, by_name, tmp_path / test_class)
         copy, source = by_name[edit]["path"], by_name[original]["path"]
-        if outcome == [(copy, "near_duplicate", source)] or (
-            test_class.endswith(EITHER_WAY) and outcome == [(source, "near_duplicate", copy)]
+        if rejects == [(copy, "near_duplicate", source)] or (
+            test_class.endswith(EITHER_WAY) and rejects == [(source, "near_duplicate", copy)]
         ):
-            rejected.append(test_class)
-        elif outcome == [] and groups[copy] == groups[source]:
-            grouped.append(test_class)
-        elif outcome == []:
-            leaked.append(test_class)
+            verdict = "rejected"
+        elif rejects:
+            verdict = "wrong"
         else:
-            wrong.append((test_class, outcome))
-    assert wrong == []
-    kept = len(rejected) + len(grouped) + len(leaked)
-    assert kept >= 0.8 * len(edited_copies.classes)  # detect kept most
-    assert len(rejected) >= 0.7 * kept, (rejected, grouped, leaked)
-    assert leaked == [], (grouped, leaked)
+            verdict = "grouped" if groups[copy] == groups[source] else "leaked"
+        outcomes[test_class] = (verdict, rejects, groups)
+    return outcomes
 
 
-def test_a_watermarked_copy_the_strict_test_misses_is_grouped_with_its_original(
-    edited_copies: EditedCopies, tmp_path: Path
+@pytest.fixture(scope="module")
+def edit_outcomes(
+    edited_copies: EditedCopies, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[str, list[tuple[str, str, str]], dict[str, str]]]:
+    return _edit_outcomes(edited_copies, tmp_path_factory.mktemp("edit_outcomes"))
+
+
+def test_every_edited_copy_is_rejected_as_a_duplicate_of_its_original(
+    edited_copies: EditedCopies, edit_outcomes: dict
 ) -> None:
-    """A watermark across the face fails the region check (README: never verified), so
-    the copy is kept, but in its original's group and no other photo's: split cannot put
-    it on the other side from its original, and the other photos stay free."""
-    by_name = _raw_names(edited_copies)
-    test_class = "s11~watermark"
-    original, edit = edited_copies.classes[test_class]
-    outcome, groups = _clean_one_edit(edited_copies, test_class, by_name, tmp_path / "one")
-    copy, source = by_name[edit]["path"], by_name[original]["path"]
-    assert outcome == []  # the region check missed it: not rejected
-    assert groups[copy] == groups[source]
-    assert list(groups.values()).count(groups[source]) == 2
+    """Each edit (all 15 of demo.real_faces.EDITS, saved as JPEG quality 70) of 2 ORL photos
+    and a dlib headshot, in a class of its own with its original and 3 other photos of the
+    sitting or person, clean with the defaults: the copy is rejected as a near_duplicate
+    of its original with the better copy kept, and nothing else is rejected; the copies
+    of MISSED (measured: not separable from ORL's series by this test) are grouped with
+    their original, so split keeps them on its side. Copies detect drops are not clean's
+    to catch, but detect must keep most (measured: 39 of 45)."""
+    assert len(edit_outcomes) >= 0.8 * len(edited_copies.classes)
+    wrong = {c: o[:2] for c, o in edit_outcomes.items() if o[0] != "rejected" and c not in MISSED}
+    assert wrong == {}
+    assert {c: o[0] for c, o in edit_outcomes.items() if c in MISSED} == dict.fromkeys(
+        MISSED & set(edit_outcomes), "grouped"
+    )
+    # every edit kind detect keeps is rejected on some photo but the watermark (detect drops
+    # all three 80 % crops as truncated_face: the benchmark scores 48 others)
+    kinds = {c.split("~")[1] for c, o in edit_outcomes.items() if o[0] == "rejected"}
+    assert kinds == {c.split("~")[1] for c in edit_outcomes} - {"watermark"}
+    assert len(kinds) == 13
+
+
+@pytest.mark.xfail(strict=True, reason="watermark over a re-encode: see MISSED")
+def test_watermarked_copies_are_rejected_too(edit_outcomes: dict) -> None:
+    """What #13 asks and this test does not yet do: reject the copies in MISSED. Strict,
+    so it fails loudly once they are caught and MISSED can go."""
+    assert all(edit_outcomes[c][0] == "rejected" for c in MISSED if c in edit_outcomes)

@@ -114,6 +114,12 @@ class CleanParams(DomainSection):
     same_photo_region: float = Field(
         gt=0.0, description="... a verified copy (rejected) if no face region differs more"
     )
+    same_photo_keypoints: int = Field(
+        ge=3, description="or a verified copy by keypoints: at least this many exact matches"
+    )
+    same_photo_keypoint_share: float = Field(
+        gt=0.0, le=1.0, description="... making at least this share of all keypoint matches"
+    )
     wrong_label_folds: int = Field(ge=2, le=20, description="cross-validation folds")
     wrong_label_prob: float = Field(
         gt=0.0, le=1.0, description="out-of-sample probability of another class at least this"
