@@ -107,13 +107,17 @@ class Study:
             (folder / "sets.json").write_text(json.dumps(key, indent=1))
         return folder
 
-    def run(self, sets: Sequence[str], seed: int) -> Outcome:
-        """split -> baseline -> augment -> train -> evaluate with ``sets`` and ``seed``."""
+    def run(self, sets: Sequence[str], seed: int, name: str | None = None) -> Outcome:
+        """split -> baseline -> augment -> train -> evaluate with ``sets`` and ``seed``.
+
+        The run's folder is ``work/runs/<name>``; without a name, a counter (0001, ...). A
+        name derived from the settings (``run_name``) lets a resumed grid find its runs again.
+        """
         start = time.perf_counter()
         params = self.params(sets)
         prep = self.prepared(sets)
         self.runs += 1
-        run = self.work / "runs" / f"{self.runs:04d}"
+        run = self.work / "runs" / (name or f"{self.runs:04d}")
         shutil.rmtree(run, ignore_errors=True)
         split.run(params.split, seed, prep / "clean" / "manifest.csv", run / "split")
         split_csv = run / "split" / "manifest.csv"
@@ -135,6 +139,11 @@ class Study:
         )  # fmt: skip
         (run / "outcome.json").write_text(json.dumps(outcome.__dict__, indent=1))
         return outcome
+
+
+def run_name(sets: Sequence[str], seed: int) -> str:
+    """A folder name for one experiment, the same in every session: ``<hash of sets>-s<seed>``."""
+    return f"{hashlib.sha256(json.dumps(list(sets)).encode()).hexdigest()[:10]}-s{seed}"
 
 
 def mean_spread(values: Sequence[float | None], scale: float = 100.0) -> str:
