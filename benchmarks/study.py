@@ -147,6 +147,11 @@ class Study:
         return outcome
 
 
+def run_name(sets: Sequence[str], seed: int) -> str:
+    """A folder name for one experiment, the same in every session: ``<hash of sets>-s<seed>``."""
+    return f"{hashlib.sha256(json.dumps(list(sets)).encode()).hexdigest()[:10]}-s{seed}"
+
+
 def mean_spread(values: Sequence[float | None], scale: float = 100.0) -> str:
     """``mean ± sample standard deviation`` of the known values (``-`` when none)."""
     known = [scale * v for v in values if v is not None]

@@ -20,19 +20,30 @@ ECE_BINS = 15  # Guo et al.'s choice; the expected calibration error depends on 
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The ``T`` minimising the NLL of ``softmax(logits / T)``; 1.0 without rows to fit on.
+    """The softmax temperature for these validation rows; 1.0 without rows to fit on.
 
-    The targets are smoothed by ``1 / (n + 2)`` (Laplace's rule of succession): a few
-    validation rows all classified right would otherwise drive ``T`` to 0 and every
-    confidence to 1, a certainty that n rows cannot show. With many rows it is plain
-    temperature scaling. The loss is convex in ``1 / T``, so it has one minimum along
-    ``log T`` too: a golden-section search over ``log T`` in ``T_RANGE`` finds it.
+    Two fits bracket it: the plain NLL fit (maximum likelihood) and one with targets
+    smoothed by ``1 / (n + 2)`` (Laplace's rule of succession), which is always the softer.
+    The plain fit alone claims certainty a few rows cannot show: n rows all classified right
+    drive ``T`` to 0. The smoothed fit alone pulls every sharp model towards ``(n+1)/(n+2)``
+    even when it was right to be sure (a saturated full fine-tune: ECE 0.063 -> 0.131 on 5
+    rows). So ``T`` moves from the model's own scale 1 only as far as both fits agree:
+    the median of (plain, 1, smoothed). A flat model is sharpened to the smoothed fit, a
+    sharp and right one is left alone, an overconfident one with mistakes is softened to
+    the plain fit. With many rows the two fits meet: plain temperature scaling.
     """
     if len(labels) == 0:
         return 1.0
     logits = np.asarray(logits, dtype=np.float64)
+    plain, smoothed = (_fit(logits, labels, smooth) for smooth in (0.0, 1.0 / (len(labels) + 2)))
+    return float(np.median([plain, 1.0, smoothed]))
+
+
+def _fit(logits: np.ndarray, labels: np.ndarray, smooth: float) -> float:
+    """``T`` in ``T_RANGE`` minimising the cross-entropy of ``softmax(logits / T)`` against
+    the labels smoothed by ``smooth``. The loss is convex in ``1 / T``, so it has one minimum
+    along ``log T`` too: a golden-section search over ``log T`` finds it."""
     n, k = logits.shape
-    smooth = 1.0 / (n + 2)
     targets = np.full((n, k), smooth / k)
     targets[np.arange(n), labels] += 1.0 - smooth
 
