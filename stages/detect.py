@@ -246,7 +246,7 @@ def _crop(
     )
     crop = crop_face(image, geometry.matrix, p.size, p.padding)
     data = encode_jpeg(crop, p.jpeg_quality)
-    picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box))
+    picture = Picture.of(crop, geometry.valid_mask(), geometry.face_box(face.box), geometry.scale)
     row = FaceRow(
         path="", label=row.label, source=row.source, sha256=sha256_bytes(data),
         source_sha256=row.sha256, box=face.box, landmarks=face.landmarks or None,

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from pipeline.components.embedders import Embeddings, save_embeddings
-from pipeline.components.likeness import hamming, phash
+from pipeline.components.likeness import (
+    Registered,
+    at_common_resolution,
+    hamming,
+    phash,
+    region_difference,
+)
 from pipeline.core.errors import StageError
 from pipeline.core.files import sha256_bytes
 from pipeline.core.images import decode_rgb, encode_jpeg
@@ -101,6 +107,31 @@ def test_phash_tolerates_reencoding_but_separates_pictures() -> None:
     other = cv2.cvtColor(_picture(8), cv2.COLOR_RGB2GRAY)
     assert hamming(phash(gray), phash(reencoded)) <= 4
     assert hamming(phash(gray), phash(other)) > 16
+
+
+def test_a_shrunk_copy_is_judged_at_its_resolution_and_a_real_change_still_shows() -> None:
+    """A photo shrunk to 40 % and enlarged back by the crop lacks the original's fine
+    detail: as it is, its face regions differ beyond clean's threshold; blurred to the
+    coarser photo's detail they do not. A region that really changed (a patch turned over,
+    as an eye closing or a mouth opening changes it) still stands out."""
+    rng = np.random.default_rng(3)
+    layout = cv2.resize(rng.uniform(90, 160, (6, 6)).astype(np.float32), (160, 160))
+    detail = cv2.GaussianBlur(rng.uniform(-60, 60, (160, 160)).astype(np.float32), (0, 0), 1.0)
+    photo = np.clip(layout + detail, 0, 255).astype(np.float32)
+    small = cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA)
+    copy = cv2.resize(small, (160, 160), interpolation=cv2.INTER_CUBIC)
+    changed = copy.copy()
+    changed[50:80, 40:70] = np.flipud(changed[50:80, 40:70])
+    face, shared = (20.0, 20.0, 140.0, 140.0), np.ones(photo.shape, bool)
+    threshold = load_params().clean.same_photo_region
+
+    as_is = Registered(1.0, photo, copy, shared)
+    assert region_difference(as_is, face) > threshold
+    assert region_difference(at_common_resolution(as_is, 1.0, 2.5), face) < threshold
+    other_photo = Registered(1.0, photo, changed, shared)
+    assert region_difference(at_common_resolution(other_photo, 1.0, 2.5), face) > 3 * threshold
+    # two photos at one resolution are compared as they are
+    assert at_common_resolution(as_is, 1.5, 1.5) is as_is
 
 
 # ---------------------------------------------------------------- identity (embeddings)

@@ -9,8 +9,9 @@ aligned both on the face, so a residual affine registration (OpenCV's ECC) of on
 other, mirrored or not, lines up the same photo however it was re-encoded, resized,
 recropped, slightly rotated, retoned or mirrored; what is left is judged as the
 correlation over the crop and the worst cell of a grid over the face
-(``region_difference``), where a closed eye or an open mouth in another photo of the same
-sitting shows even when the whole crop still correlates at 0.99 (ORL's series).
+(``region_difference``, at the coarser photo's resolution: ``at_common_resolution``), where
+a closed eye or an open mouth in another photo of the same sitting shows even when the whole
+crop still correlates at 0.99 (ORL's series).
 Keypoints (``pipeline.components.keypoints``): SIFT matches under one similarity, most
 of them exact to a fraction of a pixel in a copy, also where an overlay (a watermark)
 changes a region.
@@ -19,7 +20,7 @@ changes a region.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from itertools import pairwise
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.components.keypoints import MIN_CELLS, KeypointMatch, Keypoints, match_keypoints
-from pipeline.core.crops import face_box_in_crop, valid_mask_of
+from pipeline.core.crops import face_box_in_crop, geometry_from_row, valid_mask_of
 from pipeline.core.images import MAX_PIXELS, ImageError, load_rgb
 from pipeline.core.rows import Box, FaceRow, ImageRow
 
@@ -47,6 +48,10 @@ _MAX_DRIFT = 0.25  # ... and move by a quarter of the crop from where it started
 _GRID = 4  # region_difference judges the face in 4 x 4 cells ...
 _MIN_CELL = 0.3  # ... each with at least this share of its pixels shown by both crops
 _THIN = np.ones((3, 3), np.uint8)  # differences thinner than this are opened away
+# A photo shrunk by resampling (bicubic, Lanczos) loses detail finer than about half its new
+# pixel: the sharper crop is blurred by this many of the coarser photo's pixels before the two
+# are compared (benchmarks/same_photo.py: 0.5 and 0.6 measured alike, 0.3 and 0.8 worse)
+_RESAMPLE_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,21 @@ class Picture:
     gray: np.ndarray
     valid: np.ndarray  # True where the crop shows the photo, False on padding
     face: Box  # the face box in crop pixels
+    source_pixel: float = 1.0  # crop pixels one pixel of the photo spans (> 1: enlarged)
 
     @classmethod
-    def of(cls, rgb: np.ndarray, valid: np.ndarray, face: Box) -> Picture:
-        return cls(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), valid, face)
+    def of(
+        cls, rgb: np.ndarray, valid: np.ndarray, face: Box, source_pixel: float = 1.0
+    ) -> Picture:
+        return cls(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), valid, face, source_pixel)
 
     @classmethod
     def of_row(cls, rgb: np.ndarray, row: ImageRow) -> Picture:
         """From a decoded crop and its manifest row (which records the geometry)."""
         size = rgb.shape[0]
-        return cls.of(rgb, valid_mask_of(row, size), face_box_in_crop(row, size))
+        geometry = geometry_from_row(row, size)  # type: ignore[arg-type]
+        source_pixel = geometry.scale if geometry is not None else 1.0
+        return cls.of(rgb, valid_mask_of(row, size), face_box_in_crop(row, size), source_pixel)
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -90,12 +100,14 @@ class Picture:
     def compare(self, other: Picture) -> Resemblance:
         """How ``other`` matches this crop: keypoints matched under one similarity (mirrored
         or not), then the pixels registered (from the crops' faces and from the keypoints'
-        transform, the better) and judged as correlation and worst face region."""
+        transform, the better) and judged as correlation and worst face region, at the
+        coarser photo's resolution."""
         match = match_keypoints(self.keypoints, other.keypoints, self.face)
         found = best_registration(self, other, match)
         if found is None:
             return Resemblance(-1.0, float("inf"), match)
-        return Resemblance(found.correlation, region_difference(found, self.face), match)
+        common = at_common_resolution(found, self.source_pixel, other.source_pixel)
+        return Resemblance(found.correlation, region_difference(common, self.face), match)
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,7 @@ class Registered:
     a: np.ndarray  # float32
     b: np.ndarray  # float32, tones matched to ``a``
     shared: np.ndarray  # bool, in ``a``'s frame
+    scale: float = 1.0  # ``b``'s crop pixels per pixel of ``a``'s (the registration's)
 
 
 def best_registration(
@@ -206,6 +219,26 @@ def best_registration(
         tries.append(register(first.gray, gray, first.valid, valid, match.transform))
     found = [r for r in tries if isinstance(r, Registered)]
     return max(found, key=lambda r: r.correlation) if found else None
+
+
+def at_common_resolution(found: Registered, own_pixel: float, other_pixel: float) -> Registered:
+    """``found`` with the sharper crop blurred to the detail the coarser photo holds.
+
+    ``own_pixel`` / ``other_pixel``: crop pixels one source pixel spans in ``a`` / ``b``
+    (``Picture.source_pixel``). A copy shrunk to half size and enlarged again by detect's
+    crop lacks the fine detail of its original; compared as they are, every edge of the
+    face differs a little and a region exceeds the threshold (measured: most 0.5x copies of
+    ORL). Another photo of the sitting is no nearer for it: an eye or a mouth is far
+    coarser than a pixel, and two photos at one resolution are compared unchanged.
+    """
+    own = max(1.0, own_pixel)  # a photo shown smaller than its crop is limited by the crop
+    other = max(1.0, other_pixel / found.scale)
+    sigma = _RESAMPLE_SPREAD * float(np.sqrt(abs(other**2 - own**2)))
+    if sigma < 0.25:  # a narrower Gaussian leaves the pixels as they are
+        return found
+    if other > own:
+        return replace(found, a=cv2.GaussianBlur(found.a, (0, 0), sigma))
+    return replace(found, b=cv2.GaussianBlur(found.b, (0, 0), sigma))
 
 
 def region_difference(found: Registered, face: Box) -> float:
@@ -275,7 +308,8 @@ def register(
     aligned = cv2.warpAffine(moving, warp, a.shape[::-1], flags=inverse)
     seen = cv2.warpAffine(valid_b.astype(np.uint8), warp, a.shape[::-1], flags=inverse)
     shared = cv2.erode(seen & valid_a.astype(np.uint8), _ERODE).astype(bool)
-    return Registered(float(correlation), template, aligned, shared)
+    scale = float(np.sqrt(abs(np.linalg.det(warp[:, :2]))))
+    return Registered(float(correlation), template, aligned, shared, scale)
 
 
 def _plausible(warp: np.ndarray, start: np.ndarray, size: int) -> bool:
