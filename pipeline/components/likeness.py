@@ -228,7 +228,7 @@ def at_common_resolution(found: Registered, own_pixel: float, other_pixel: float
     (``Picture.source_pixel``). A copy shrunk to half size and enlarged again by detect's
     crop lacks the fine detail of its original; compared as they are, every edge of the
     face differs a little and a region exceeds the threshold (measured: the pixel test
-    alone missed 26 of 95 half-size copies re-saved as JPEG, 10 with this). Another photo
+    alone missed 26 of 72 half-size copies re-saved as JPEG, 10 with this). Another photo
     of the sitting is no nearer for it: an eye or a mouth is far coarser than a pixel, and
     two photos at one resolution are compared unchanged.
     """
