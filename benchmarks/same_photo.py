@@ -192,6 +192,10 @@ def score(
     against another photo of its person); saved to ``saved``."""
     root = work / "raw"
     edited = known_edits(root) if root.exists() else write_photos(root, quality)
+    wanted = ".png" if quality is None else ".jpg"
+    if {Path(e).suffix for e in edited} != {wanted}:  # an earlier run's edits, the other format
+        raise SystemExit(f"{root} holds edits saved otherwise than asked ({wanted}): "
+                         "choose another --work")  # fmt: skip
     rows = detect_all(root, work / "faces")
     pictures = {r.path: Picture.of_row(load_rgb(Path(r.path), 10**8), r) for r in rows}
     started = time.perf_counter()
