@@ -22,10 +22,9 @@ each other, they correlate at least ``same_photo_correlation`` and no region of 
 differs by more than ``same_photo_region``, or when at least ``same_photo_keypoints`` of
 their SIFT keypoint matches (``same_photo_keypoint_share`` of them) land exactly under one
 similarity. Hashes and embeddings only choose the pairs worth that check. A
-same-photo pair (with embeddings: whose faces also agree) is a ``near_duplicate``. A
-*possible* copy (the correlation alone: a heavily edited copy both tests miss, or
-another photo of the same sitting) and a same-photo pair the embedder disagrees on are
-kept, sharing a ``group``, and split keeps every group on one side, so no copy of a photo
+same-photo pair is a ``near_duplicate``. A *possible* copy (the correlation alone: a
+heavily edited copy both tests miss, or another photo of the same sitting) is kept,
+sharing a ``group``, and split keeps every group on one side, so no copy of a photo
 straddles train and test. Sets of copies and groups are complete (``_cliques``: every
 pair alike), so a series of similar shots is never chained into one set.
 """
@@ -102,7 +101,7 @@ def _checks(params: CleanParams, vectors: Embeddings | None, likeness: Likeness)
         lambda rows: drop_too_small(rows, params.min_face_px),
         lambda rows: drop_blurry(rows, params.blur_relative),
         lambda rows: _drop_grouped(rows, lambda a, b: a.sha256 == b.sha256, Reason.EXACT_DUPLICATE),
-        lambda rows: _drop_grouped(rows, likeness.near_duplicate, Reason.NEAR_DUPLICATE),
+        lambda rows: _drop_grouped(rows, likeness.same_photo, Reason.NEAR_DUPLICATE),
     ]
     if vectors is not None:
         checks.append(lambda rows: drop_label_conflicts(rows, vectors, params))

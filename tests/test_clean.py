@@ -7,6 +7,7 @@ import pytest
 from pipeline.components.embedders import Embeddings, save_embeddings
 from pipeline.components.likeness import (
     Registered,
+    _tone_fit,
     at_common_resolution,
     hamming,
     phash,
@@ -134,6 +135,40 @@ def test_a_shrunk_copy_is_judged_at_its_resolution_and_a_real_change_still_shows
     assert at_common_resolution(as_is, 1.5, 1.5) is as_is
 
 
+def _marked(photo: np.ndarray, rows: slice) -> np.ndarray:
+    """``photo`` with white text at 40 % opacity over ``rows``, re-saved as JPEG 70."""
+    mask = np.zeros(photo.shape, np.uint8)
+    for y in range(rows.start + 10, rows.stop, 12):
+        cv2.putText(mask, "(c) PHOTO AGENCY", (2, y), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1)
+    alpha = 0.4 * mask.astype(np.float32) / 255
+    marked = np.clip(photo + alpha * (255 - photo), 0, 255).astype(np.uint8)
+    jpeg = cv2.imencode(".jpg", marked, [cv2.IMWRITE_JPEG_QUALITY, 70])[1]
+    return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+
+
+def test_a_watermark_is_forgiven_where_a_changed_region_is_not() -> None:
+    """White text over the lower face brightens every pixel it covers: those cells have no
+    say, and the text does not tilt the tone fit for the rest of the face. The same cells
+    changed both ways (a patch turned over: an eye closing, a mouth opening) still count,
+    and a mark over the whole face leaves nothing to judge."""
+    rng = np.random.default_rng(5)
+    layout = cv2.resize(rng.uniform(90, 160, (6, 6)).astype(np.float32), (160, 160))
+    detail = cv2.GaussianBlur(rng.uniform(-40, 40, (160, 160)).astype(np.float32), (0, 0), 1.5)
+    photo = np.clip(layout + detail, 0, 255).astype(np.float32)
+    face, shared = (20.0, 20.0, 140.0, 140.0), np.ones(photo.shape, bool)
+    threshold = load_params().clean.same_photo_region
+
+    copy = _marked(photo, slice(100, 140))
+    gain, offset = _tone_fit(copy[shared], photo[shared])
+    assert abs(gain - 1) < 0.02 and abs(offset) < 3  # least squares: 0.74 and 31, tilted
+    assert region_difference(Registered(1.0, photo, copy, shared), face) <= threshold
+    changed = photo.copy()
+    changed[100:140, 20:140] = np.flipud(changed[100:140, 20:140])
+    assert region_difference(Registered(1.0, photo, changed, shared), face) > 3 * threshold
+    everywhere = _marked(photo, slice(0, 160))
+    assert region_difference(Registered(1.0, photo, everywhere, shared), face) > threshold
+
+
 # ---------------------------------------------------------------- identity (embeddings)
 
 DIM = 128
@@ -207,23 +242,31 @@ def test_keep_majority_keeps_the_copy_where_the_face_belongs(tmp_path: Path) -> 
     assert "kept the copy in class 'a'" in rejects[0]["detail"]
 
 
-def test_look_alike_pixels_of_different_faces_are_kept(tmp_path: Path) -> None:
-    """A hash match alone is not a duplicate when the embeddings show two faces."""
+def test_a_hash_match_needs_the_pixels_and_a_verified_copy_needs_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """Hashes and embeddings only propose pairs. Two pictures with one layout (close
+    hashes) but other detail are kept; a resampled copy is a near duplicate even where the
+    embedder puts the two faces apart (a watermark over a face moves dlib's embedding of a
+    copy past duplicate_distance)."""
     rows, vectors, centres, rng = _identity_set(tmp_path)
     source = _picture(80)
-    similar = cv2.resize(cv2.resize(source, (140, 140)), (160, 160))
-    twin = _write(tmp_path, "a", "lookalike.jpg", source)
-    other = _write(tmp_path, "a", "lookalike2.jpg", similar)
-    gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (source, similar)]
-    assert hamming(phash(gray[0]), phash(gray[1])) <= 8
-    vectors[twin["sha256"]] = _vec(rng, centres["a"], 0.3)
-    vectors[other["sha256"]] = _vec(rng, centres["a"], 0.3)
-    manifest, emb = _save(tmp_path, [*rows, twin, other], vectors)
+    texture = cv2.resize(rng.integers(-40, 41, (64, 64, 3)).astype(np.float32), (160, 160))
+    layout = cv2.GaussianBlur(source.astype(np.float32), (0, 0), 6)
+    lookalike = np.clip(layout + texture, 0, 255).astype(np.uint8)
+    copy = cv2.resize(cv2.resize(source, (140, 140)), (160, 160))
+    written = [_write(tmp_path, "a", f"{name}.jpg", rgb) for name, rgb in
+               (("source", source), ("lookalike", lookalike), ("copy", copy))]  # fmt: skip
+    gray = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) for rgb in (source, lookalike, copy)]
+    assert all(hamming(phash(gray[0]), phash(other)) <= 8 for other in gray[1:])  # candidates
+    for row in written:
+        vectors[row["sha256"]] = _vec(rng, centres["a"], 0.3)
+    manifest, emb = _save(tmp_path, [*rows, *written], vectors)
     clean.run(load_params().clean, manifest, tmp_path / "out", emb)
-    assert read_manifest(tmp_path / "out" / "rejects.csv") == []
-    pixels_only = tmp_path / "pixels"
-    clean.run(load_params().clean, manifest, pixels_only)  # without embeddings: one goes
-    assert [r["reason"] for r in read_manifest(pixels_only / "rejects.csv")] == ["near_duplicate"]
+    rejects = read_manifest(tmp_path / "out" / "rejects.csv")
+    gone = sorted((Path(r["path"]).stem, r["reason"]) for r in rejects)
+    assert gone == [("copy", "near_duplicate")] or gone == [("source", "near_duplicate")]
+    assert {Path(r["conflict_with"]).stem for r in rejects} <= {"source", "copy"}
 
 
 def test_stale_embeddings_are_an_error(tmp_path: Path) -> None:
@@ -236,10 +279,11 @@ def test_stale_embeddings_are_an_error(tmp_path: Path) -> None:
 
 def _planted_pairs(tmp_path: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
     """Per class: 4 singles, 3 copies of one photo whose hashes differ (mirrored, cropped,
-    mirrored and retoned) with close embeddings, 2 re-encoded copies (close hashes) whose embeddings
-    disagree more than duplicate_distance, and 2 pairs of *different* photos with close
-    embeddings (0.19-0.25 apart, as distinct real photos of one person can be), which
-    must not be grouped. Returns (manifest, embeddings, the planted same-photo pairs)."""
+    mirrored and retoned) with close embeddings, 2 other photos of one sitting (close hashes:
+    the subject moved by half a pixel, unevenly, and an eye-sized patch changed, so the crops
+    correlate as one photo's do but are no copy), and 2 pairs of *different* photos with
+    close embeddings (0.19-0.25 apart, as distinct real photos of one person can be), which
+    must not be grouped. Returns (manifest, embeddings, the planted look-alike pairs)."""
     rows, vectors, centres, rng = _identity_set(tmp_path, "ab", per_class=4)
     same: list[tuple[str, str]] = []
 
@@ -267,13 +311,22 @@ def _planted_pairs(tmp_path: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
             same.append((pair[0]["path"], pair[1]["path"]))
         for i in range(2):
             source = _picture(7000 + 10 * k + i)
-            copy = cv2.imdecode(cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], 1)
-            # the embedder disagrees a little more than the duplicate threshold allows
-            pair = plant(label, f"p{i}", source, copy, 0.28)
+            pair = plant(label, f"p{i}", source, _same_sitting(source), 0.15)
             same.append((pair[0]["path"], pair[1]["path"]))
         for i in range(2):
             plant(label, f"d{i}", _picture(8000 + 10 * k + i), _picture(9000 + 10 * k + i), 0.22)
     return (*_save(tmp_path, rows, vectors), same)
+
+
+def _same_sitting(photo: np.ndarray) -> np.ndarray:
+    """Another photo of the sitting: an eye-sized patch changed and the whole moved by up
+    to half a pixel, unevenly (measured: correlation 0.979-0.988, worst region 0.5-0.8, too
+    few keypoints exact under one similarity)."""
+    other = photo.copy()
+    other[60:90, 50:80] = other[60:90, 50:80][::-1]
+    rows, cols = np.mgrid[0 : photo.shape[0], 0 : photo.shape[1]].astype(np.float32)
+    x, y = cols + 0.5 * np.sin(rows / 9), rows + 0.5 * np.cos(cols / 11)
+    return cv2.remap(other, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def _straddling(rows: list[Row], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -295,8 +348,8 @@ def test_planted_near_duplicates_never_straddle_the_split(tmp_path: Path) -> Non
     gone = {r["path"]: r["conflict_with"] for r in rejects if r["reason"] == "near_duplicate"}
     assert len(rejects) == len(gone) == len(edits)
     assert all(gone.get(a) == b or gone.get(b) == a for a, b in edits)
-    # ... the 4 copies the embedder disagrees on are grouped with their originals, and
-    # the 4 pairs of different photos are not chained
+    # ... the 4 other photos of a sitting are grouped with their look-alike, and the 4 pairs
+    # of different photos are not chained
     assert report["groups_of_lookalikes"] == 4 and report["images_in_groups"] == 8
     pairs = [(a, b) for a, b in pairs if (a, b) not in edits]
     for seed in range(8):

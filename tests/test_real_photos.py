@@ -313,14 +313,16 @@ def _raw_names(copies: EditedCopies) -> dict[str, dict[str, str]]:
     return {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r for r in rows}
 
 
-# Copies clean's defaults miss on this set (measured; README "The same photo"): the
-# watermark over a JPEG re-encode leaves 63-70 % of keypoint matches exact and the lower
-# face differing by 0.10-0.21, where ORL's series has distinct photos at 0.61-0.71 and
-# 0.09-0.15 (s24 09~10, s28 01~06); two of them also move dlib's embedding past
-# clean.duplicate_distance (0.251, 0.258 > 0.25), which bars a reject. Each is kept in its
-# original's group instead. (s27's 0.75x copy was here until the regions were compared at the
-# coarser photo's resolution: worst region 0.092 as it is, 0.049 blurred to the copy's detail.)
-MISSED = {"s11~watermark", "s27~watermark", "John_Simm~watermark"}
+# Copies clean's defaults miss on this set (measured; README "The same photo"): two
+# watermarks over a JPEG re-encode. Cells wholly under the text are forgiven (one-signed),
+# but the cells its edge crosses are not (s27: worst face region 0.139, John_Simm 0.072, the
+# threshold 0.07), and 64.5 % / 62.7 % of their keypoint matches are exact (65 % needed),
+# where ORL's series has distinct photos at 0.61-0.71 and 0.09-0.15 (s24 09~10, s28 01~06).
+# Each is kept in its original's group instead. (s11's watermark left this set when a verified
+# copy no longer had to pass the embedder too: dlib put it 0.2506 from its original, past
+# clean.duplicate_distance; s27's 0.75x copy when the regions were compared at the coarser
+# photo's resolution.)
+MISSED = {"s27~watermark", "John_Simm~watermark"}
 
 
 def _edit_outcomes(
@@ -372,11 +374,11 @@ def test_every_edited_copy_is_rejected_as_a_duplicate_of_its_original(
     assert {c: o[0] for c, o in edit_outcomes.items() if c in MISSED} == dict.fromkeys(
         MISSED & set(edit_outcomes), "grouped"
     )
-    # every edit kind detect keeps is rejected on some photo but the watermark (detect drops
-    # all three 80 % crops as truncated_face: the benchmark scores 48 others)
+    # every edit kind detect keeps is rejected on some photo, the watermark on s11 (detect
+    # drops all three 80 % crops as truncated_face: the benchmark scores 48 others)
     kinds = {c.split("~")[1] for c, o in edit_outcomes.items() if o[0] == "rejected"}
-    assert kinds == {c.split("~")[1] for c in edit_outcomes} - {"watermark"}
-    assert len(kinds) == 13
+    assert kinds == {c.split("~")[1] for c in edit_outcomes}
+    assert len(kinds) == 14
 
 
 @pytest.mark.xfail(strict=True, reason="watermark over a re-encode: see MISSED")
