@@ -301,10 +301,12 @@ def _tone_fit(b: np.ndarray, a: np.ndarray) -> tuple[float, float]:
     for _ in range(_TONE_REFITS + 1):
         # least squares in closed form, without BLAS: np.polyfit's solver and np.dot's
         # threads made clean 1.24-1.27x slower on ORL
-        kept_b, kept_a = b[keep] - b[keep].mean(), a[keep] - a[keep].mean()
-        spread = float((kept_b * kept_b).sum())
-        gain = float((kept_b * kept_a).sum()) / spread if spread > 0 else 1.0
-        offset = float(a[keep].mean() - gain * b[keep].mean())
+        kept_b, kept_a = b[keep], a[keep]
+        mean_b, mean_a = kept_b.mean(), kept_a.mean()
+        kept_b, kept_a = kept_b - mean_b, kept_a - mean_a
+        variance = float((kept_b * kept_b).sum())
+        gain = float((kept_b * kept_a).sum()) / variance if variance > 0 else 1.0
+        offset = float(mean_a - gain * mean_b)
         misfit = np.abs(a - (gain * b + offset))
         refit = misfit <= _TONE_OUTLIER * 1.4826 * float(np.median(misfit)) + 1e-6
         if refit.sum() < 16 or np.array_equal(refit, keep):
