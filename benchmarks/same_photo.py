@@ -37,6 +37,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +63,11 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "test-photos"
 # the same photo twice among dlib's headshots (by file stem)
 COPIES = {frozenset((Path(a).stem, Path(b).stem)) for _, a, _, b in HEADSHOT_DUPLICATES}
 # same photo?, kind, correlation, region difference, exact keypoint matches, their share of
-# all matches, face cells they hit (-1, 0.0, 0 without a keypoint match). --rescore still
-# reads the 4-column files of the first version: no keypoints, and a region measured
-# before the 3 px opening, so today's region threshold does not apply to them
-Scored = tuple[bool, str, float, float, int, float, int]
+# all matches, face cells they hit (-1, 0.0, 0 without a keypoint match), the same three
+# counted outside the cells a mark covers (-1, 0.0, 0 without a mark). --rescore still
+# reads the files of earlier versions: 7 columns (no marks), 4 (no keypoints, and a region
+# measured before the 3 px opening, so today's region threshold does not apply to them)
+Scored = tuple[bool, str, float, float, int, float, int, int, float, int]
 
 
 def write_photos(root: Path, quality: int | None = None) -> dict[str, str]:
@@ -159,8 +161,12 @@ def main() -> None:
     rule = SamePhotoRule.of(load_params().clean)
     corr, region = rule.correlation, rule.region
     report(scored, f"clean's rule: pixels (correlation >= {corr} and region <= {region}) or "
-           f"keypoints (>= {rule.keypoints} exact, share >= {rule.keypoint_share})",
+           f"keypoints (>= {rule.keypoints} exact, share >= {rule.keypoint_share}; counted "
+           f"outside a mark where region <= {rule.marked_region})",
            lambda s: rule.verified(resemblance(s)))  # fmt: skip
+    unmarked = replace(rule, marked_region=-1.0)
+    report(scored, "the same, the keypoints never counted outside a mark",
+           lambda s: unmarked.verified(resemblance(s)))  # fmt: skip
     report(scored, f"pixels alone: correlation >= {corr} and region <= {region}",
            lambda s: s[2] >= corr and s[3] <= region)  # fmt: skip
     report(scored, "keypoints alone", lambda s: rule.verified(resemblance(s, pixels=False)))
@@ -171,18 +177,22 @@ def main() -> None:
 
 def resemblance(scored: Scored, pixels: bool = True) -> Resemblance:
     """A saved score as ``Picture.compare`` returned it (``pixels``: False hides them)."""
-    _, _, correlation, region, exact, share, cells = scored
-    match = None if exact < 0 else KeypointMatch(np.eye(2, 3, dtype=np.float32), False,
-                                                 exact, share, cells)  # fmt: skip
-    if not pixels:
-        correlation, region = -1.0, float("inf")
-    return Resemblance(correlation, region, match)
+    _, _, correlation, region, *counts = scored
+    match, unmarked = _saved_match(*counts[:3]), _saved_match(*counts[3:])
+    if not pixels:  # the marks are the pixel test's finding too
+        correlation, region, unmarked = -1.0, float("inf"), None
+    return Resemblance(correlation, region, match, unmarked)
 
 
-def flat(found: Resemblance) -> tuple[float, float, int, float, int]:
-    match = found.keypoints
-    keypoints = (match.exact, match.share, match.cells) if match else (-1, 0.0, 0)
-    return found.correlation, found.region, *keypoints
+def _saved_match(exact: int, share: float, cells: int) -> KeypointMatch | None:
+    identity = np.eye(2, 3, dtype=np.float32)
+    return None if exact < 0 else KeypointMatch(identity, False, exact, share, cells)
+
+
+def flat(found: Resemblance) -> tuple[float, float, int, float, int, int, float, int]:
+    counts = [(m.exact, m.share, m.cells) if m else (-1, 0.0, 0)
+              for m in (found.keypoints, found.unmarked)]  # fmt: skip
+    return found.correlation, found.region, *counts[0], *counts[1]
 
 
 def score(
@@ -213,9 +223,9 @@ def score(
 
 def load_scores(saved: Path) -> list[Scored]:
     with saved.open(newline="") as file:
-        rows = [row + ["-1", "0", "0"] * (len(row) == 4) for row in csv.reader(file)]
-    return [(s == "True", k, float(c), float(r), int(n), float(f), int(m))
-            for s, k, c, r, n, f, m in rows]  # fmt: skip
+        rows = [row + ["-1", "0", "0"] * ((10 - len(row)) // 3) for row in csv.reader(file)]
+    return [(s == "True", k, float(c), float(r), int(n), float(f), int(m), int(n2), float(f2),
+             int(m2)) for s, k, c, r, n, f, m, n2, f2, m2 in rows]  # fmt: skip
 
 
 def report(scored: list[Scored], rule: str, passes) -> None:

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -5,8 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.components.embedders import Embeddings, save_embeddings
+from pipeline.components.keypoints import KeypointMatch
 from pipeline.components.likeness import (
     Registered,
+    Resemblance,
+    SamePhotoRule,
     _tone_fit,
     at_common_resolution,
     hamming,
@@ -127,10 +131,10 @@ def test_a_shrunk_copy_is_judged_at_its_resolution_and_a_real_change_still_shows
     threshold = load_params().clean.same_photo_region
 
     as_is = Registered(1.0, photo, copy, shared)
-    assert region_difference(as_is, face) > threshold
-    assert region_difference(at_common_resolution(as_is, 1.0, 2.5), face) < threshold
-    other_photo = Registered(1.0, photo, changed, shared)
-    assert region_difference(at_common_resolution(other_photo, 1.0, 2.5), face) > 3 * threshold
+    assert region_difference(as_is, face).worst > threshold
+    assert region_difference(at_common_resolution(as_is, 1.0, 2.5), face).worst < threshold
+    other_photo = at_common_resolution(Registered(1.0, photo, changed, shared), 1.0, 2.5)
+    assert region_difference(other_photo, face).worst > 3 * threshold
     # two photos at one resolution are compared as they are
     assert at_common_resolution(as_is, 1.5, 1.5) is as_is
 
@@ -161,12 +165,37 @@ def test_a_watermark_is_forgiven_where_a_changed_region_is_not() -> None:
     copy = _marked(photo, slice(100, 140))
     gain, offset = _tone_fit(copy[shared], photo[shared])
     assert abs(gain - 1) < 0.02 and abs(offset) < 3  # least squares: 0.74 and 31, tilted
-    assert region_difference(Registered(1.0, photo, copy, shared), face) <= threshold
+    assert region_difference(Registered(1.0, photo, copy, shared), face).worst <= threshold
     changed = photo.copy()
     changed[100:140, 20:140] = np.flipud(changed[100:140, 20:140])
-    assert region_difference(Registered(1.0, photo, changed, shared), face) > 3 * threshold
+    assert region_difference(Registered(1.0, photo, changed, shared), face).worst > 3 * threshold
     everywhere = _marked(photo, slice(0, 160))
-    assert region_difference(Registered(1.0, photo, everywhere, shared), face) > threshold
+    assert region_difference(Registered(1.0, photo, everywhere, shared), face).worst > threshold
+    marked = region_difference(Registered(1.0, photo, copy, shared), face).marked
+    assert marked and all(box[1] >= 80 for box in marked)  # the cells of the text's rows
+
+
+def test_keypoints_under_a_mark_are_counted_apart_only_where_the_pixels_agree() -> None:
+    """A watermark's letters are keypoints of their own that match nothing: counted
+    outside the cells the mark covers, a copy's matches are exact again. That count decides
+    only where the pixels agree outside the mark (no region past ``marked_region``): a
+    distinct photo of the sitting with one cell leaning one way differs far more."""
+    face = (0.0, 0.0, 90.0, 90.0)
+    grid = np.float32([(x, y) for y in range(5, 90, 10) for x in range(5, 90, 10)])
+    misses = np.where(grid[:, 1] > 60, 3.0, 0.1).astype(np.float32)  # the text's rows
+    match = KeypointMatch.counted(np.eye(2, 3, dtype=np.float32), False, grid, misses, face)
+    assert (match.exact, round(match.share, 2), match.cells) == (54, 0.67, 6)
+    outside = match.outside([(0.0, 60.0, 45.0, 90.0), (45.0, 60.0, 90.0, 90.0)])
+    assert (outside.exact, outside.share, outside.cells) == (54, 1.0, 6)
+    assert match.outside([]).share == match.share
+
+    rule = SamePhotoRule.of(load_params().clean)
+    weak = replace(match, share=rule.keypoint_share - 0.05)  # the letters dilute the share
+    copy = Resemblance(0.99, rule.region * 2, weak, outside)
+    assert rule.verified(copy)
+    assert not rule.verified(replace(copy, unmarked=None))  # no mark found: no recount
+    another_photo = replace(copy, region=rule.marked_region * 2)
+    assert not rule.verified(another_photo)
 
 
 # ---------------------------------------------------------------- identity (embeddings)

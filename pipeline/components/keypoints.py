@@ -10,7 +10,8 @@ sitting moves an eye, a mouth or the head, and fewer land that exactly. Used by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -56,6 +57,29 @@ class KeypointMatch:
     exact: int
     share: float
     cells: int
+    # every match passing the ratio test: its keypoint in the first crop, and how far the
+    # transform misses its partner (px); ``outside`` counts again without some
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
+    misses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    face: Box = (0.0, 0.0, 1.0, 1.0)
+
+    @classmethod
+    def counted(
+        cls, transform: np.ndarray, mirrored: bool, points: np.ndarray, misses: np.ndarray,
+        face: Box,
+    ) -> KeypointMatch:  # fmt: skip
+        exact = misses <= _EXACT_PX
+        share = float(exact.mean()) if len(misses) else 0.0
+        cells = _cells_hit(points[exact], face)
+        return cls(transform, mirrored, int(exact.sum()), share, cells, points, misses, face)
+
+    def outside(self, boxes: Sequence[Box]) -> KeypointMatch:
+        """The match counted again without the matches whose first-crop keypoint lies in
+        one of ``boxes``: the cells a mark covers (a watermark's letters are keypoints of
+        their own that match nothing, and lower the share of a copy)."""
+        keep = ~_inside(self.points, boxes)
+        return self.counted(self.transform, self.mirrored, self.points[keep], self.misses[keep],
+                            self.face)  # fmt: skip
 
 
 def match_keypoints(own: Keypoints, other: Keypoints, face: Box) -> KeypointMatch | None:
@@ -100,12 +124,8 @@ def _fit(
     inliers = inliers.ravel().astype(bool)
     refined, _ = cv2.estimateAffinePartial2D(src[inliers], dst[inliers], method=cv2.LMEDS)
     transform = refined if refined is not None else transform
-    errors = np.linalg.norm(src @ transform[:, :2].T + transform[:, 2] - dst, axis=1)
-    exact = errors <= _EXACT_PX
-    match = KeypointMatch(
-        transform.astype(np.float32), mirrored, int(exact.sum()), float(exact.mean()),
-        _cells_hit(src[exact], face),
-    )  # fmt: skip
+    misses = np.linalg.norm(src @ transform[:, :2].T + transform[:, 2] - dst, axis=1)
+    match = KeypointMatch.counted(transform.astype(np.float32), mirrored, src, misses, face)
     return match, int(inliers.sum())
 
 
@@ -116,3 +136,12 @@ def _cells_hit(points: np.ndarray, face: Box) -> int:
     row = np.floor((points[:, 1] - y1) / (y2 - y1) * _SPREAD_GRID).astype(int)
     inside = (column >= 0) & (column < _SPREAD_GRID) & (row >= 0) & (row < _SPREAD_GRID)
     return len(set(zip(column[inside].tolist(), row[inside].tolist(), strict=True)))
+
+
+def _inside(points: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """Which ``points`` lie in any of ``boxes`` (bool per point)."""
+    inside = np.zeros(len(points), bool)
+    for x1, y1, x2, y2 in boxes:
+        x, y = points[:, 0], points[:, 1]
+        inside |= (x >= x1) & (x < x2) & (y >= y1) & (y < y2)
+    return inside

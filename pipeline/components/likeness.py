@@ -15,7 +15,8 @@ crop still correlates at 0.99 (ORL's series); cells under a mark of one colour (
 brightens every pixel it covers, a changed eye goes both ways) have no say.
 Keypoints (``pipeline.components.keypoints``): SIFT matches under one similarity, most
 of them exact to a fraction of a pixel in a copy, also where an overlay (a watermark)
-changes a region.
+changes a region; counted again without the cells a mark covers (its letters are keypoints
+that match nothing) where the pixels agree outside it.
 ``benchmarks/same_photo.py`` measures both on real photos and real edits of them.
 """
 
@@ -114,7 +115,9 @@ class Picture:
         if found is None:
             return Resemblance(-1.0, float("inf"), match)
         common = at_common_resolution(found, self.source_pixel, other.source_pixel)
-        return Resemblance(found.correlation, region_difference(common, self.face), match)
+        regions = region_difference(common, self.face)
+        unmarked = match.outside(regions.marked) if match and regions.marked else None
+        return Resemblance(found.correlation, regions.worst, match, unmarked)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class Resemblance:
     correlation: float  # of the registered crops; -1.0 when they cannot be registered
     region: float  # the worst face cell's difference (``region_difference``); inf: none
     keypoints: KeypointMatch | None
+    # the keypoints counted outside the cells a mark covers (``FaceRegions.marked``); None
+    # when no cell is marked
+    unmarked: KeypointMatch | None = None
 
 
 @dataclass(frozen=True)
@@ -134,28 +140,35 @@ class SamePhotoRule:
     region: float
     keypoints: int
     keypoint_share: float
+    marked_region: float
 
     @classmethod
     def of(cls, params: CleanParams) -> SamePhotoRule:
         return cls(
             params.same_photo_correlation, params.same_photo_region,
             params.same_photo_keypoints, params.same_photo_keypoint_share,
+            params.same_photo_marked_region,
         )  # fmt: skip
 
     def verified(self, found: Resemblance) -> bool:
         """A verified copy, by either of two measures that fail on different edits: the
-        registered pixels (correlation, and no face region differing: misses a watermark
-        across the face, a heavy re-encode) or the keypoints (enough exact matches, spread
-        over the face: misses a face with few corners). Measured by
+        registered pixels (correlation, and no face region differing: misses a heavy
+        re-encode, a watermark's edge) or the keypoints (enough exact matches, spread over
+        the face: misses a face with few corners). Under a mark (a watermark), where the
+        pixels agree outside it (no region beyond ``marked_region``), the keypoints outside
+        it decide: the mark's letters are keypoints that match nothing. Measured by
         benchmarks/same_photo.py (README "The same photo")."""
         pixels = found.correlation >= self.correlation and found.region <= self.region
-        match = found.keypoints
-        exact = match is not None and (
+        marked = found.unmarked is not None and found.region <= self.marked_region
+        return pixels or self._exact(found.keypoints) or (marked and self._exact(found.unmarked))
+
+    def _exact(self, match: KeypointMatch | None) -> bool:
+        """Enough keypoint matches exact, as a share of all, spread over the face."""
+        return match is not None and (
             match.exact >= self.keypoints
             and match.share >= self.keypoint_share
             and match.cells >= MIN_CELLS
         )
-        return pixels or exact
 
     def possible(self, found: Resemblance) -> bool:
         """A possible copy: the registered crops correlate as one photo's do."""
@@ -249,9 +262,18 @@ def at_common_resolution(found: Registered, own_pixel: float, other_pixel: float
     return replace(found, b=cv2.GaussianBlur(found.b, (0, 0), sigma))
 
 
-def region_difference(found: Registered, face: Box) -> float:
+@dataclass(frozen=True)
+class FaceRegions:
+    """What ``region_difference`` finds in the face's cells."""
+
+    worst: float  # the largest difference of a cell with a say; inf: too little face shown
+    marked: tuple[Box, ...] = ()  # the cells a mark of one colour covers (no say)
+
+
+def region_difference(found: Registered, face: Box) -> FaceRegions:
     """The largest RMS difference left in any cell of a 4 x 4 grid over the face that no
-    overlay explains, in units of the face's own grey-level spread.
+    overlay explains, in units of the face's own grey-level spread, and the cells an
+    overlay covers.
 
     One correlation over the whole crop hardly moves when an eye closes or a mouth opens
     in another photo of the same sitting (same light, background and camera); judged cell
@@ -273,11 +295,12 @@ def region_difference(found: Registered, face: Box) -> float:
     inside[max(0, y1) : y2, max(0, x1) : x2] = True
     inside &= shared
     if inside.sum() < 16:
-        return float("inf")
+        return FaceRegions(float("inf"))
     spread = float(found.a[inside].std()) + 1e-6
     xs = np.linspace(max(0, x1), x2, _GRID + 1).astype(int)
     ys = np.linspace(max(0, y1), y2, _GRID + 1).astype(int)
     cells: list[tuple[float, float]] = []  # (difference, sign balance) of each cell with a say
+    boxes: list[Box] = []
     for top, bottom in pairwise(ys):
         for left, right in pairwise(xs):
             cell = inside[top:bottom, left:right]
@@ -286,8 +309,10 @@ def region_difference(found: Registered, face: Box) -> float:
                 change = signed[top:bottom, left:right][cell]
                 balance = float(change.sum() / (np.abs(change).sum() + 1e-6))
                 cells.append((float(np.sqrt(np.mean(values**2))) / spread, balance))
+                boxes.append((float(left), float(top), float(right), float(bottom)))
     covered = _overlay_cells(cells)
-    return max((d for i, (d, _) in enumerate(cells) if i not in covered), default=0.0)
+    worst = max((d for i, (d, _) in enumerate(cells) if i not in covered), default=0.0)
+    return FaceRegions(worst, tuple(boxes[i] for i in sorted(covered)))
 
 
 def _tone_fit(b: np.ndarray, a: np.ndarray) -> tuple[float, float]:

@@ -120,6 +120,9 @@ class CleanParams(DomainSection):
     same_photo_keypoint_share: float = Field(
         gt=0.0, le=1.0, description="... making at least this share of all keypoint matches"
     )
+    same_photo_marked_region: float = Field(
+        ge=0.0, description="under a mark, keypoints outside it decide if no region differs more"
+    )
     wrong_label_folds: int = Field(ge=2, le=20, description="cross-validation folds")
     wrong_label_prob: float = Field(
         gt=0.0, le=1.0, description="out-of-sample probability of another class at least this"
