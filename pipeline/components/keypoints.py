@@ -140,8 +140,8 @@ def _cells_hit(points: np.ndarray, face: Box) -> int:
 
 def _inside(points: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
     """Which ``points`` lie in any of ``boxes`` (bool per point)."""
+    x, y = points[:, 0], points[:, 1]
     inside = np.zeros(len(points), bool)
     for x1, y1, x2, y2 in boxes:
-        x, y = points[:, 0], points[:, 1]
         inside |= (x >= x1) & (x < x2) & (y >= y1) & (y < y2)
     return inside
