@@ -21,7 +21,9 @@ crops of a class are *the same photo* (``SamePhotoRule.verified``) when, registe
 each other, they correlate at least ``same_photo_correlation`` and no region of the face
 differs by more than ``same_photo_region``, or when at least ``same_photo_keypoints`` of
 their SIFT keypoint matches (``same_photo_keypoint_share`` of them) land exactly under one
-similarity. Hashes and embeddings only choose the pairs worth that check. A
+similarity, counted outside the cells a mark (a watermark) covers where no other region
+differs by more than ``same_photo_marked_region``. Hashes and embeddings only choose the
+pairs worth that check. A
 same-photo pair is a ``near_duplicate``. A *possible* copy (the correlation alone: a
 heavily edited copy both tests miss, or another photo of the same sitting) is kept,
 sharing a ``group``, and split keeps every group on one side, so no copy of a photo
