@@ -215,7 +215,7 @@ def run(
         summary = summarize(history, extra)
         for name, value in summary.items():
             live.log_metric(name, value, plot=False)
-    warning = collapse_warning(history)
+    warning = collapse_warning(history, len(val))
     if warning:
         tqdm.write(f"warning: {warning}", file=sys.stderr)
     meta = {"backbone": backbone.name, "image_size": size, "classes": classes,

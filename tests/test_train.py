@@ -346,11 +346,24 @@ def test_collapse_warning_names_a_run_that_ends_below_its_best_or_its_warmup() -
         return training.History(epochs=rows, best_epoch=accs.index(max(accs)) + 1,
                                 warmup_epochs=warmup)  # type: ignore[arg-type]  # fmt: skip
 
-    assert training.collapse_warning(history([0.8, 1.0, 0.2, 0.2], 0)) is not None
-    assert "warm-up" in str(training.collapse_warning(history([1.0, 1.0, 0.99], 2)))
-    assert training.collapse_warning(history([0.6, 0.9, 0.88], 1)) is None  # within 5 points
+    fell = training.collapse_warning(history([0.8, 1.0, 0.2, 0.2], 0), n_val=5)
+    assert fell is not None and "4 of 5 val rows" in fell
+    below_warmup = training.collapse_warning(history([1.0, 1.0, 0.99], 2), n_val=100)
+    assert "warm-up" in str(below_warmup) and "1 of 100 val rows" in str(below_warmup)
+    assert training.collapse_warning(history([0.6, 0.9, 0.88], 1), n_val=50) is None  # 2 points
     summary = training.summarize(history([1.0, 1.0, 0.2], 2), {})
     assert summary["final_val_acc"] == 0.2 and summary["warmup_val_acc"] == 1.0
+
+
+def test_the_printed_outcome_says_on_how_many_val_rows() -> None:
+    from pipeline.cli.model_commands import _outcome
+
+    run = {"best_val_acc": 0.975, "final_val_acc": 0.95, "best_epoch": 15, "rise_epoch": 4}
+    assert _outcome({**run, "n_val": 40}) == (
+        "best val acc 0.975 at epoch 15 (final 0.950, rise epoch 4; 40 val rows)"
+    )
+    no_val = {"best_val_acc": None, "final_val_acc": None, "best_epoch": 3, "n_val": 0}
+    assert _outcome(no_val) == "no val rows: the last epoch's model kept (epoch 3)"
 
 
 # --- starting from an earlier model -----------------------------------------------------

@@ -83,11 +83,16 @@ def train(
     )  # fmt: skip
     result = stage.run(p.train, p.seed, train_manifest, split_manifest, out, live)
     finish(result, report, runtime)
-    m = result.extra
-    typer.echo(
-        f"best val acc {m.get('best_val_acc', float('nan')):.3f} at epoch {m['best_epoch']} "
-        f"(final {m.get('final_val_acc', float('nan')):.3f}, rise epoch "
-        f"{m.get('rise_epoch', '-')}), {_speed(result.runtime)}; model in {out}/"
+    typer.echo(f"{_outcome(result.extra)}, {_speed(result.runtime)}; model in {out}/")
+
+
+def _outcome(m: dict[str, Any]) -> str:
+    """Best and final val accuracy, and on how many val rows (one row can be many points)."""
+    if not m.get("n_val"):
+        return f"no val rows: the last epoch's model kept (epoch {m['best_epoch']})"
+    return (
+        f"best val acc {m['best_val_acc']:.3f} at epoch {m['best_epoch']} (final "
+        f"{m['final_val_acc']:.3f}, rise epoch {m.get('rise_epoch') or '-'}; {m['n_val']} val rows)"
     )
 
 

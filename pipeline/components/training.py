@@ -258,11 +258,12 @@ def fit(loop: Loop, model: Classifier, n_frozen: int, train: Data, val: Data, li
 COLLAPSE_DROP = 0.05  # a final epoch this far below the best one is a collapse, not noise
 
 
-def collapse_warning(history: History) -> str | None:
+def collapse_warning(history: History, n_val: int) -> str | None:
     """Why the run's last epoch is suspect: far below its best, or below the head warm-up.
 
     Early stopping keeps the best epoch, so a run that diverged later still reports a good
-    best accuracy; this says so instead of hiding it.
+    best accuracy; this says so instead of hiding it. The drop is also given in validation
+    rows: on a few val rows one row is many points, and the reader should see how few.
     """
     val_acc = [e["val/acc"] for e in history.epochs if not math.isnan(e["val/acc"])]
     if not val_acc:
@@ -271,15 +272,21 @@ def collapse_warning(history: History) -> str | None:
     warm = val_acc[: history.warmup_epochs]
     if warm and final < max(warm) - 1e-9:
         return (
-            f"final val acc {final:.3f} is below the head warm-up's {max(warm):.3f}: "
+            f"final val acc {final:.3f} is below the head warm-up's {max(warm):.3f} "
+            f"({_rows(max(warm) - final, n_val)}): "
             "fine-tuning the trunk made it worse (lower train.lr or train.trunk_lr_factor)"
         )
     if final < best - COLLAPSE_DROP:
         return (
-            f"final val acc {final:.3f} is far below the best {best:.3f} (epoch "
-            f"{history.best_epoch}, the model kept): training diverged or overfitted"
+            f"final val acc {final:.3f} is far below the best {best:.3f} "
+            f"({_rows(best - final, n_val)}; epoch {history.best_epoch}, the model kept): "
+            "training diverged or overfitted"
         )
     return None
+
+
+def _rows(drop: float, n_val: int) -> str:
+    return f"{round(drop * n_val)} of {n_val} val rows"
 
 
 def summarize(history: History, extra: dict[str, Any]) -> dict[str, Any]:
