@@ -75,14 +75,17 @@ def curves(live: Path) -> dict[str, list[float]]:
     return out
 
 
-def run_grid(work: Path, seeds: Sequence[int], backbones: Sequence[str], resume: bool) -> None:
-    """The grid's runs for ``backbones``; each process saves to its own outcomes file, so
-    two processes (one per backbone) can share ``work`` and its prepared faces."""
+def run_grid(
+    work: Path, seeds: Sequence[int], backbones: Sequence[str], resume: bool, more: Sequence[str]
+) -> None:
+    """The grid's runs for ``backbones``, with the ``more`` settings beside ``BASE``; each process
+    saves to its own outcomes file, so two processes (one per backbone) can share ``work``
+    and its prepared faces (give them the same ``more``: an outcome does not record it)."""
     torch.set_num_threads(1)
     path = work / f"outcomes-{'-'.join(backbones)}.json"
     mine = load_outcomes(path) if resume and path.is_file() else []
     seen = {(tuple(o.sets), o.seed) for o in all_outcomes(work)} if resume else set()
-    study = Study("orl", work, BASE)
+    study = Study("orl", work, [*BASE, *more])
     todo = [(s, seed) for s, seed in grid(seeds, backbones) if (tuple(s), seed) not in seen]
     for i, (sets, seed) in enumerate(todo, 1):
         name = run_name(sets, seed)
@@ -173,10 +176,12 @@ def main() -> None:
     parser.add_argument("--backbones", default=",".join(BACKBONES), help="a part of the grid")
     parser.add_argument("--resume", action="store_true", help="skip runs already saved")
     parser.add_argument("--table", action="store_true", help="only print the table so far")
+    parser.add_argument("--set", action="append", default=[],
+                        help="an extra -S for every run, e.g. train.label_smoothing=0")  # fmt: skip
     args = parser.parse_args()
     if not args.table:
         seeds = [int(s) for s in args.seeds.split(",")]
-        run_grid(args.work, seeds, args.backbones.split(","), args.resume)
+        run_grid(args.work, seeds, args.backbones.split(","), args.resume, args.set)
     print(table(all_outcomes(args.work)))
 
 
